@@ -1,0 +1,4 @@
+"""`python -m aeservice` is the `aeservice` command (MLproject uses it, so no install is needed)."""
+from aeservice.cli import main
+
+main(prog_name="aeservice")

@@ -1,0 +1,198 @@
+"""The `aeservice` command: options in, configs built, the layers below called. Nothing imports it.
+
+Heavy imports (TensorFlow, MLflow) happen inside commands, so `--help` and `datasets` are quick.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from typing import Any, Callable
+
+import click
+
+from aeservice.config import MODEL_KINDS, DataConfig, ModelConfig, TrainConfig, parse_hidden
+from aeservice.errors import UserError
+
+__all__ = ["main", "train_options", "config_from_options", "user_errors"]
+
+# Before anything imports TensorFlow: its C++ start-up chatter is not for users.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+_DEFAULT_MODEL = ModelConfig()
+_DEFAULT_DATA = DataConfig()
+
+
+class _IntOrAuto(click.ParamType):
+    """An integer, or 'auto' for the default chosen from the data."""
+
+    name = "INTEGER|auto"
+
+    def convert(self, value, param, ctx):
+        if value is None or isinstance(value, int):
+            return value
+        if str(value).strip().lower() in ("auto", "", "none"):
+            return None
+        try:
+            return int(float(value)) if float(value).is_integer() else self.fail(f"{value!r} is not an integer")
+        except ValueError:
+            self.fail(f"{value!r} is not an integer or 'auto'", param, ctx)
+
+
+class _FloatOrAuto(_IntOrAuto):
+    name = "FLOAT|auto"
+
+    def convert(self, value, param, ctx):
+        if value is None or isinstance(value, float):
+            return value
+        if str(value).strip().lower() in ("auto", "", "none"):
+            return None
+        try:
+            return float(value)
+        except ValueError:
+            self.fail(f"{value!r} is not a number or 'auto'", param, ctx)
+
+
+def _whole(value: float, name: str) -> int:
+    # MLproject passes numbers as text such as "100.0"; accept whole numbers only.
+    if float(value) != int(float(value)):
+        raise UserError(f"{name} must be a whole number, got {value}")
+    return int(float(value))
+
+
+def _option_list() -> list[Callable]:
+    m, d = _DEFAULT_MODEL, _DEFAULT_DATA
+    return [
+        click.option("--model", "model", type=click.Choice(MODEL_KINDS), default=m.model, show_default=True,
+                     help="Model kind: pca baseline, dense ae, sparse ae, or vae."),
+        click.option("--dataset", default=d.dataset, show_default=True,
+                     help="Built-in set (see `aeservice datasets`) or a path to .csv, .npy or .npz."),
+        click.option("--latent-dim", type=_IntOrAuto(), default=None,
+                     help="Size of the code. [default: auto = 2, or the feature count if smaller]"),
+        click.option("--hidden", default=",".join(map(str, m.hidden)), show_default=True,
+                     help="Hidden layer widths of the encoder, comma-separated; the decoder mirrors them."),
+        click.option("--epochs", type=float, default=m.epochs, show_default=True,
+                     help="Most epochs to train (early stopping usually ends sooner)."),
+        click.option("--batch-size", type=float, default=m.batch_size, show_default=True),
+        click.option("--learning-rate", type=float, default=m.learning_rate, show_default=True, help="Adam step size."),
+        click.option("--beta", type=float, default=m.beta, show_default=True,
+                     help="VAE: weight of the KL term (1 = the true ELBO)."),
+        click.option("--l1", type=float, default=m.l1, show_default=True,
+                     help="sparse: L1 weight on the code activations."),
+        click.option("--sparsity-weight", type=float, default=m.sparsity_weight, show_default=True,
+                     help="sparse: weight of the KL sparsity penalty (0 = off)."),
+        click.option("--sparsity-target", type=float, default=m.sparsity_target, show_default=True,
+                     help="sparse: target mean activation rho for the KL sparsity penalty."),
+        click.option("--weight-decay", type=float, default=m.weight_decay, show_default=True,
+                     help="L2 penalty on all kernels."),
+        click.option("--patience", type=float, default=m.patience, show_default=True,
+                     help="Stop after this many epochs without val_loss improvement and restore the best "
+                          "weights; 0 turns early stopping off."),
+        click.option("--seed", type=float, default=m.seed, show_default=True,
+                     help="Seeds the split, initial weights, sampling noise and mixtures."),
+        click.option("--n-samples", type=_IntOrAuto(), default=None,
+                     help="Rows to generate for the synthetic sets. [default: auto]"),
+        click.option("--noise", type=_FloatOrAuto(), default=None,
+                     help="Noise level of the synthetic sets (normal1d: its std). [default: auto]"),
+        click.option("--label-column", default=None, help="CSV column with labels (used for plots only)."),
+        click.option("--data-kind", type=click.Choice(["auto", "continuous", "image"]), default="auto",
+                     show_default=True,
+                     help="image: [0, 1] pixels, Bernoulli VAE; continuous: standardized, Gaussian VAE."),
+        click.option("--experiment", default="aeservice", show_default=True, help="MLflow experiment name."),
+    ]
+
+
+def train_options(func: Callable) -> Callable:
+    """The data and model options shared by `train` and `tune`."""
+    for option in reversed(_option_list()):
+        func = option(func)
+    return func
+
+
+def config_from_options(options: dict[str, Any]) -> TrainConfig:
+    """Build a TrainConfig from the shared options; unknown keys are left for the caller."""
+    o = options
+    model = ModelConfig(
+        model=o["model"], latent_dim=o["latent_dim"], hidden=parse_hidden(o["hidden"]),
+        epochs=_whole(o["epochs"], "epochs"), batch_size=_whole(o["batch_size"], "batch_size"),
+        learning_rate=o["learning_rate"], beta=o["beta"], l1=o["l1"], sparsity_weight=o["sparsity_weight"],
+        sparsity_target=o["sparsity_target"], weight_decay=o["weight_decay"],
+        patience=_whole(o["patience"], "patience"), seed=_whole(o["seed"], "seed"),
+    )
+    data = DataConfig(dataset=o["dataset"], n_samples=o["n_samples"], noise=o["noise"],
+                      label_column=o["label_column"] or None, data_kind=o["data_kind"])
+    return TrainConfig(data=data, model=model, experiment=o["experiment"]).validate()
+
+
+def user_errors(func: Callable) -> Callable:
+    """Bad input ends the command with one line and exit code 1, never a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return func(*args, **kwargs)
+        except UserError as exc:
+            raise click.ClickException(str(exc)) from None
+        except MlflowException as exc:
+            raise click.ClickException(f"MLflow: {exc.message.splitlines()[0]}") from None
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="aeservice")
+def main() -> None:
+    """Train, tune, compare, register and serve autoencoders, tracked in MLflow.
+
+    Runs go to MLFLOW_TRACKING_URI, or to the embedded default sqlite:///mlflow.db in the
+    current folder. See `aeservice COMMAND --help` for each command.
+    """
+
+
+@main.command()
+@train_options
+@click.option("--quiet", is_flag=True, help="No per-epoch progress lines.")
+@user_errors
+def train(quiet: bool, **options: Any) -> None:
+    """Train one model and log it to MLflow as one run.
+
+    The run gets the whole config as parameters, per-epoch loss curves, the final val_mse,
+    test_mse and explained_variance (test_elbo for the VAE), plots, and a pyfunc model that
+    serves encode / decode / reconstruct / sample / score.
+    """
+    config = config_from_options(options)
+    from aeservice.tracking import train_run
+    from aeservice.training import prepare, progress_printer
+
+    prepared = prepare(config)
+    d = prepared.dataset
+    click.echo(f"training {config.model.model} on {d.name} ({len(d.x)} rows x {d.n_features} features, {d.kind})",
+               err=True)
+    callbacks = [] if quiet else [progress_printer(config.model.epochs)]
+    run_id, result = train_run(prepared, callbacks=callbacks)
+    metrics = "  ".join(f"{k} {v:.5g}" for k, v in result.metrics.items())
+    click.echo(f"run {run_id}: {metrics}")
+    click.echo(f"model: runs:/{run_id}/model")
+
+
+@main.command()
+def datasets() -> None:
+    """List the built-in data sets (files by path work too: .csv, .npy, .npz)."""
+    from aeservice.data import describe_builtins
+
+    rows = describe_builtins()
+    width = max(len(r[0]) for r in rows)
+    click.echo(f"{'name':<{width}}  {'rows':>6}  description")
+    for name, size, summary in rows:
+        click.echo(f"{name:<{width}}  {size:>6}  {summary}")
+
+
+if __name__ == "__main__":
+    main()

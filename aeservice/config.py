@@ -1,0 +1,114 @@
+"""Settings for one training run, as dataclasses whose defaults say why they are what they are.
+
+The three parts follow the layering: data settings are read by `aeservice.data`, model settings
+by `aeservice.models`, and `TrainConfig` bundles them with the run-level seed. `flatten()` gives
+the flat name -> value mapping that MLflow logs as parameters (names match the CLI options).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from aeservice.errors import UserError
+
+__all__ = ["DataConfig", "ModelConfig", "TrainConfig", "parse_hidden", "MODEL_KINDS"]
+
+MODEL_KINDS = ("pca", "ae", "sparse", "vae")  # must match aeservice.models.MODELS (a test checks)
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "digits"  # bundled with scikit-learn, so it works offline and in CI
+    n_samples: int | None = None  # None: each generator's own size (the seed texts' scale x10)
+    noise: float | None = None  # None: each generator's own noise level
+    label_column: str | None = None  # CSV column holding labels, kept out of the features
+    data_kind: str = "auto"  # auto | continuous | image; picks scaling and the VAE likelihood
+    val_fraction: float = 0.15  # enough rows for early stopping to see over-fitting
+    test_fraction: float = 0.15  # held out for the final, comparable metrics
+
+
+@dataclass
+class ModelConfig:
+    model: str = "vae"  # the kind users came for; every kind shares this config
+    latent_dim: int | None = None  # None: 2 (plottable), or the feature count if that is smaller
+    hidden: tuple[int, ...] = (256, 128)  # decoder mirrors it; wide enough for 8x8 digits
+    epochs: int = 150  # an upper bound: early stopping usually ends sooner
+    batch_size: int = 64  # small batches generalise better on the few thousand rows we see
+    learning_rate: float = 1e-3  # Adam's default; stable for every kind here
+    beta: float = 1.0  # KL weight; 1 is the true ELBO, the calibrated decoder keeps it balanced
+    l1: float = 1e-4  # L1 on the code, per unit and row: sparse without blurring (seed 002)
+    sparsity_weight: float = 0.0  # KL sparsity (rho) penalty weight; 0 leaves it off
+    sparsity_target: float = 0.05  # rho, the target mean activation (Hosseini-Asl et al.)
+    weight_decay: float = 0.0  # L2 on kernels; seed 002 needed it with a strong KL sparsity term
+    patience: int = 15  # epochs without val_loss gain before stopping; 0 disables
+    seed: int = 0  # one seed drives the split, weight init, sampling noise and mixtures
+
+
+@dataclass
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    experiment: str = "aeservice"  # one experiment for every kind, so the UI compares them
+
+    def flatten(self) -> dict[str, Any]:
+        """Flat parameter dict for MLflow; tuples become '256,128' so they read like the CLI."""
+        flat: dict[str, Any] = {}
+        for part in (self.data, self.model):
+            for key, value in dataclasses.asdict(part).items():
+                if isinstance(value, (tuple, list)):
+                    value = ",".join(str(v) for v in value)
+                elif value is None:
+                    value = "auto"  # what the CLI and MLproject call "chosen from the data"
+                flat[key] = value
+        flat["experiment"] = self.experiment
+        return flat
+
+    def validate(self) -> "TrainConfig":
+        """Reject settings no model can use, with one line that names the problem."""
+        m = self.model
+        if m.model not in MODEL_KINDS:
+            raise UserError(f"unknown model kind {m.model!r}; choose one of {', '.join(MODEL_KINDS)}")
+        if m.latent_dim is not None and m.latent_dim < 1:
+            raise UserError(f"latent_dim must be at least 1, got {m.latent_dim}")
+        checks = [
+            (m.epochs >= 1, f"epochs must be at least 1, got {m.epochs}"),
+            (m.batch_size >= 1, f"batch_size must be at least 1, got {m.batch_size}"),
+            (m.learning_rate > 0, f"learning_rate must be positive, got {m.learning_rate}"),
+            (m.beta >= 0, f"beta must be non-negative, got {m.beta}"),
+            (m.l1 >= 0, f"l1 must be non-negative, got {m.l1}"),
+            (m.sparsity_weight >= 0, f"sparsity_weight must be non-negative, got {m.sparsity_weight}"),
+            (0 < m.sparsity_target < 1, f"sparsity_target must be in (0, 1), got {m.sparsity_target}"),
+            (m.weight_decay >= 0, f"weight_decay must be non-negative, got {m.weight_decay}"),
+            (m.patience >= 0, f"patience must be non-negative, got {m.patience}"),
+            (all(h >= 1 for h in m.hidden), f"hidden layer sizes must be positive, got {m.hidden}"),
+        ]
+        d = self.data
+        checks += [
+            (0 < d.val_fraction < 1 and 0 < d.test_fraction < 1 and d.val_fraction + d.test_fraction < 1,
+             "val_fraction and test_fraction must be in (0, 1) and sum to less than 1"),
+            (d.data_kind in ("auto", "continuous", "image"),
+             f"data_kind must be auto, continuous or image, got {d.data_kind!r}"),
+            (d.n_samples is None or d.n_samples >= 1, f"n_samples must be at least 1, got {d.n_samples}"),
+            (d.noise is None or d.noise >= 0, f"noise must be non-negative, got {d.noise}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UserError(message)
+        return self
+
+
+def parse_hidden(text: str | tuple[int, ...] | list[int]) -> tuple[int, ...]:
+    """'256,128' -> (256, 128); '' or 'none' -> () for a single-layer (linear-ish) net."""
+    if isinstance(text, (tuple, list)):
+        return tuple(int(v) for v in text)
+    text = text.strip()
+    if text.lower() in ("", "none"):
+        return ()
+    try:
+        sizes = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise UserError(f"hidden must be comma-separated integers like 256,128, got {text!r}") from None
+    if any(s < 1 for s in sizes):
+        raise UserError(f"hidden layer sizes must be positive, got {text!r}")
+    return sizes

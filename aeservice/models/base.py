@@ -1,0 +1,135 @@
+"""The one interface every model kind implements, with preprocessing folded in.
+
+Public methods take and return data in the user's units; subclasses implement the `_` methods
+on scaled data. Learned state ends in `_` and `fit` returns self, as in scikit-learn.
+"""
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Callable, ClassVar, Sequence
+
+import numpy as np
+
+from aeservice.config import ModelConfig
+from aeservice.data.preprocess import Scaler, scaler_for, scaler_from_state
+from aeservice.errors import UserError
+
+__all__ = ["Autoencoder", "EpochCallback", "resolve_latent_dim"]
+
+# Called after every epoch with (epoch, logs); logs use aeservice's metric names
+# (loss, recon, kl, sparsity and their val_ twins). Models never know who listens.
+EpochCallback = Callable[[int, dict], None]
+
+
+def resolve_latent_dim(config: ModelConfig, n_features: int) -> int:
+    """The default is 2 (plottable) or the feature count when the data has fewer features."""
+    return config.latent_dim if config.latent_dim is not None else min(2, n_features)
+
+
+class Autoencoder(ABC):
+    kind: ClassVar[str]
+
+    def __init__(self, config: ModelConfig, data_kind: str = "continuous"):
+        self.config = config
+        self.data_kind = data_kind
+
+    # ---- training ---------------------------------------------------------------------------
+    def fit(self, x_train: np.ndarray, x_val: np.ndarray, callbacks: Sequence[EpochCallback] = (),
+            verbose: int = 0) -> "Autoencoder":
+        self.n_features_ = int(x_train.shape[1])
+        self.latent_dim_ = resolve_latent_dim(self.config, self.n_features_)
+        self.scaler_: Scaler = scaler_for(self.data_kind).fit(x_train)
+        self.history_: dict[str, list[float]] = {}
+        self._fit(self.scaler_.transform(x_train), self.scaler_.transform(x_val), list(callbacks), verbose)
+        return self
+
+    # ---- the interface, in user units -------------------------------------------------------
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        return self._encode(self.scaler_.transform(self._check_width(x, self.n_features_, "data")))
+
+    def decode(self, z: np.ndarray) -> np.ndarray:
+        out = self.scaler_.inverse_transform(self._decode(self._check_width(z, self.latent_dim_, "latent")))
+        if self.data_kind == "image":  # images stay in the range they came in
+            out = np.clip(out, 0.0, float(self.scaler_.scale_.max()))
+        return out
+
+    def reconstruct(self, x: np.ndarray) -> np.ndarray:
+        return self.decode(self.encode(x))
+
+    def sample(self, n: int, seed: int = 0) -> np.ndarray:
+        """n new rows; the same seed gives the same rows."""
+        return self.decode(self._sample_latent(int(n), np.random.default_rng(seed)))
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        """Per-row mean squared reconstruction error in user units: an anomaly score."""
+        x = self._check_width(x, self.n_features_, "data")
+        return np.mean((x - self.reconstruct(x)) ** 2, axis=1)
+
+    def evaluation_metrics(self, x: np.ndarray, seed: int = 0) -> dict[str, float]:
+        """Kind-specific extra metrics on held-out rows (the VAE adds its ELBO)."""
+        return {}
+
+    # ---- persistence: plain files, no pickles --------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "kind": self.kind,
+            "config": {**self.config.__dict__, "hidden": list(self.config.hidden)},
+            "data_kind": self.data_kind,
+            "n_features": self.n_features_,
+            "latent_dim": self.latent_dim_,
+            "scaler": self.scaler_.name,
+        }
+        (path / "meta.json").write_text(json.dumps(meta, indent=2))
+        np.savez(path / "state.npz", **self.scaler_.state(), **self._state())
+        self._save_files(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Autoencoder":
+        path = Path(path)
+        meta = json.loads((path / "meta.json").read_text())
+        config = ModelConfig(**{**meta["config"], "hidden": tuple(meta["config"]["hidden"])})
+        model = cls(config, meta["data_kind"])
+        model.n_features_, model.latent_dim_ = meta["n_features"], meta["latent_dim"]
+        with np.load(path / "state.npz", allow_pickle=False) as state:
+            arrays = {k: state[k] for k in state.files}
+        model.scaler_ = scaler_from_state(meta["scaler"], arrays)
+        model.history_ = {}
+        model._load(path, arrays)
+        return model
+
+    # ---- what each kind provides ---------------------------------------------------------------
+    @abstractmethod
+    def _fit(self, x_train: np.ndarray, x_val: np.ndarray, callbacks: list[EpochCallback], verbose: int) -> None: ...
+
+    @abstractmethod
+    def _encode(self, x: np.ndarray) -> np.ndarray: ...
+
+    @abstractmethod
+    def _decode(self, z: np.ndarray) -> np.ndarray: ...
+
+    @abstractmethod
+    def _sample_latent(self, n: int, rng: np.random.Generator) -> np.ndarray: ...
+
+    @abstractmethod
+    def _state(self) -> dict[str, np.ndarray]: ...
+
+    def _save_files(self, path: Path) -> None:
+        """Files beyond state.npz (Keras models); nothing by default."""
+
+    @abstractmethod
+    def _load(self, path: Path, state: dict[str, np.ndarray]) -> None: ...
+
+    # ---- helpers --------------------------------------------------------------------------------
+    @staticmethod
+    def _check_width(x: np.ndarray, width: int, what: str) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim == 1:
+            x = x.reshape(1, -1) if x.shape[0] == width else x.reshape(-1, 1)
+        if x.ndim != 2 or x.shape[1] != width:
+            raise UserError(f"{what} rows must have {width} column(s), got shape {tuple(x.shape)}")
+        return x

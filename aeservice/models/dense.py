@@ -1,0 +1,74 @@
+"""Dense autoencoders: the plain AE and the sparse AE (L1 on the code, optional KL sparsity)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from aeservice.models.keras_base import KerasAutoencoder, dense_stack
+from aeservice.models.layers import SparsityPenalty, mean_of_prediction
+from aeservice.models.mixture import fit_mixture, sample_mixture
+
+__all__ = ["DenseAutoencoder", "SparseAutoencoder"]
+
+
+class DenseAutoencoder(KerasAutoencoder):
+    """MSE autoencoder; samples from a Gaussian mixture fitted to the training codes."""
+
+    kind = "ae"
+    code_activation: str | None = None  # linear code: no clipped or dead latent units
+
+    def _build_encoder(self) -> keras.Model:
+        c = self.config
+        x = keras.Input((self.n_features_,), name="x")
+        h = dense_stack(x, c.hidden, "relu", c.weight_decay, "enc")
+        reg = keras.regularizers.L2(c.weight_decay) if c.weight_decay > 0 else None
+        z = keras.layers.Dense(self.latent_dim_, activation=self.code_activation, kernel_regularizer=reg,
+                               name="code")(h)
+        return keras.Model(x, z, name="encoder")
+
+    def _terms(self, z) -> tuple[dict, dict]:
+        """Extra loss terms on the code: none for the plain AE."""
+        return {}, {}
+
+    def _build(self):
+        self.encoder_, self.decoder_ = self._build_encoder(), self._build_decoder()
+        x = keras.Input((self.n_features_,), name="x")
+        z = self.encoder_(x)
+        outputs, losses = {"recon": self.decoder_(z)}, {"recon": "mse"}
+        extra_out, extra_loss = self._terms(z)
+        outputs.update(extra_out)
+        losses.update(extra_loss)
+        return keras.Model(x, outputs, name=f"{self.kind}_trainer"), losses, {k: 1.0 for k in losses}
+
+    def _fit(self, x_train, x_val, callbacks, verbose):
+        super()._fit(x_train, x_val, callbacks, verbose)
+        self.mixture_ = fit_mixture(self._encode(x_train), self.config.seed)
+
+    def _sample_latent(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        return sample_mixture(self.mixture_, n, rng)
+
+    def _state(self) -> dict[str, np.ndarray]:
+        return dict(self.mixture_)
+
+    def _load_state(self, state: dict[str, np.ndarray]) -> None:
+        self.mixture_ = {k: state[k] for k in ("mix_weights", "mix_means", "mix_covariances")}
+
+
+class SparseAutoencoder(DenseAutoencoder):
+    """Adds `sparsity` = l1 * sum|z| (+ sparsity_weight * KL(rho || mean code)) to the loss.
+
+    With the KL term on, the code is a sigmoid so its mean activation is a Bernoulli rate.
+    """
+
+    kind = "sparse"
+
+    @property
+    def code_activation(self) -> str | None:
+        return "sigmoid" if self.config.sparsity_weight > 0 else None
+
+    def _terms(self, z):
+        c = self.config
+        penalty = SparsityPenalty(c.l1, c.sparsity_weight, c.sparsity_target, name="sparsity")(z)
+        return {"sparsity": penalty}, {"sparsity": mean_of_prediction}

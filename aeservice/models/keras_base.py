@@ -1,0 +1,113 @@
+"""What the Keras kinds share: dense stacks, the fit loop, direct calls, .keras persistence.
+
+A kind supplies its encoder/decoder and a training graph whose outputs are named loss terms
+(`recon`, `kl`, `sparsity`); Keras then logs each as `<term>_loss`, renamed here to the term.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from aeservice.errors import UserError
+from aeservice.models.base import Autoencoder, EpochCallback
+
+__all__ = ["KerasAutoencoder", "DivergedError", "dense_stack"]
+
+
+class DivergedError(UserError):
+    """The loss became NaN or infinite; the message says at which epoch."""
+
+
+def dense_stack(x, sizes, activation: str, l2: float, prefix: str):
+    reg = keras.regularizers.L2(l2) if l2 > 0 else None
+    for i, size in enumerate(sizes):
+        x = keras.layers.Dense(size, activation=activation, kernel_regularizer=reg, name=f"{prefix}_{i}")(x)
+    return x
+
+
+class KerasAutoencoder(Autoencoder):
+    """Encoder and decoder are separate Keras models; serving calls them directly."""
+
+    def _output_activation(self) -> str | None:
+        return "sigmoid" if self.data_kind == "image" else None
+
+    def _build_decoder(self) -> keras.Model:
+        c = self.config
+        reg = keras.regularizers.L2(c.weight_decay) if c.weight_decay > 0 else None
+        z = keras.Input((self.latent_dim_,), name="z")
+        h = dense_stack(z, tuple(reversed(c.hidden)), "relu", c.weight_decay, "dec")
+        out = keras.layers.Dense(self.n_features_, activation=self._output_activation(), kernel_regularizer=reg,
+                                 name="dec_out")(h)
+        return keras.Model(z, out, name="decoder")
+
+    def _build(self) -> tuple[keras.Model, dict, dict]:
+        """Set encoder_/decoder_ and return (training model, losses, loss weights)."""
+        raise NotImplementedError
+
+    def _fit(self, x_train: np.ndarray, x_val: np.ndarray, callbacks: list[EpochCallback], verbose: int) -> None:
+        c = self.config
+        keras.utils.set_random_seed(c.seed)
+        model, losses, weights = self._build()
+        model.compile(optimizer=keras.optimizers.Adam(c.learning_rate), loss=losses, loss_weights=weights)
+        xt, xv = x_train.astype("float32"), x_val.astype("float32")
+        targets = {name: (xt if name == "recon" else np.zeros((len(xt), 1), "float32")) for name in losses}
+        val_targets = {name: (xv if name == "recon" else np.zeros((len(xv), 1), "float32")) for name in losses}
+        keras_callbacks: list[keras.callbacks.Callback] = [_Relay(callbacks, self.history_)]
+        if c.patience > 0:
+            keras_callbacks.insert(0, keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=c.patience, restore_best_weights=True))
+        model.fit(xt, targets, validation_data=(xv, val_targets), epochs=c.epochs,
+                  batch_size=min(c.batch_size, len(xt)), shuffle=True, verbose=verbose, callbacks=keras_callbacks)
+        bad = [i for i, v in enumerate(self.history_.get("loss", [])) if not math.isfinite(v)]
+        if bad:
+            raise DivergedError(f"training diverged: loss became {self.history_['loss'][bad[0]]} at epoch "
+                                f"{bad[0] + 1}; try a smaller --learning-rate or --beta")
+
+    def _encode(self, x: np.ndarray) -> np.ndarray:
+        return keras.ops.convert_to_numpy(self.encoder_(x.astype("float32"), training=False)).astype(np.float64)
+
+    def _decode(self, z: np.ndarray) -> np.ndarray:
+        return keras.ops.convert_to_numpy(self.decoder_(z.astype("float32"), training=False)).astype(np.float64)
+
+    def _save_files(self, path: Path) -> None:
+        self.encoder_.save(path / "encoder.keras")
+        self.decoder_.save(path / "decoder.keras")
+
+    def _load(self, path: Path, state: dict[str, np.ndarray]) -> None:
+        self.encoder_ = keras.saving.load_model(path / "encoder.keras", compile=False)
+        self.decoder_ = keras.saving.load_model(path / "decoder.keras", compile=False)
+        self._load_state(state)
+
+    def _load_state(self, state: dict[str, np.ndarray]) -> None:
+        """Kind-specific arrays from state.npz."""
+
+
+_TERM_NAMES = {"loss": "loss", "recon_loss": "recon", "kl_loss": "kl", "sparsity_loss": "sparsity"}
+
+
+class _Relay(keras.callbacks.Callback):
+    """Renames Keras logs to aeservice's metric names, records history, and stops on NaN."""
+
+    def __init__(self, listeners: list[EpochCallback], history: dict[str, list[float]]):
+        super().__init__()
+        self.listeners, self.history = listeners, history
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        out: dict[str, float] = {}
+        for prefix in ("", "val_"):
+            for keras_name, name in _TERM_NAMES.items():
+                if prefix + keras_name in logs:
+                    out[prefix + name] = float(logs[prefix + keras_name])
+            if prefix + "recon" not in out and prefix + "loss" in out:  # single-term graphs
+                out[prefix + "recon"] = out[prefix + "loss"]
+        for key, value in out.items():
+            self.history.setdefault(key, []).append(value)
+        if not all(math.isfinite(v) for v in out.values()):
+            self.model.stop_training = True
+            return
+        for listener in self.listeners:
+            listener(epoch, out)

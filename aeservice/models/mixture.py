@@ -1,0 +1,33 @@
+"""A Gaussian mixture over training codes, so a plain AE can sample (seed 001's missing piece).
+
+Fitted with scikit-learn, chosen by BIC, and kept as plain arrays so the saved model has no pickle.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["fit_mixture", "sample_mixture"]
+
+_COMPONENTS = (1, 2, 3, 5, 8, 10)
+
+
+def fit_mixture(codes: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+    from sklearn.mixture import GaussianMixture
+
+    best, best_bic = None, np.inf
+    for k in _COMPONENTS:
+        if k > max(1, len(codes) // 20):  # at least ~20 codes per component
+            break
+        gm = GaussianMixture(k, covariance_type="full", random_state=seed, reg_covar=1e-6).fit(codes)
+        bic = gm.bic(codes)
+        if bic < best_bic:
+            best, best_bic = gm, bic
+    return {"mix_weights": best.weights_, "mix_means": best.means_, "mix_covariances": best.covariances_}
+
+
+def sample_mixture(state: dict[str, np.ndarray], n: int, rng: np.random.Generator) -> np.ndarray:
+    weights, means, covs = state["mix_weights"], state["mix_means"], state["mix_covariances"]
+    which = rng.choice(len(weights), size=n, p=weights / weights.sum())
+    chol = np.linalg.cholesky(covs)
+    eps = rng.standard_normal((n, means.shape[1]))
+    return means[which] + np.einsum("nij,nj->ni", chol[which], eps)

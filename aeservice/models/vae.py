@@ -1,0 +1,86 @@
+"""The variational autoencoder: Gaussian decoder for continuous data, Bernoulli for images."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from aeservice.models.keras_base import KerasAutoencoder, dense_stack
+from aeservice.models.layers import MIN_VARIANCE, KLDivergence, Sampling, bernoulli_nll, gaussian_nll, mean_of_prediction
+
+__all__ = ["VariationalAutoencoder"]
+
+
+class VariationalAutoencoder(KerasAutoencoder):
+    """encode gives the posterior mean; sample draws z from the N(0, I) prior."""
+
+    kind = "vae"
+
+    @property
+    def gaussian(self) -> bool:
+        return self.data_kind != "image"
+
+    def _build(self):
+        c = self.config
+        x = keras.Input((self.n_features_,), name="x")
+        h = dense_stack(x, c.hidden, "relu", c.weight_decay, "enc")
+        mean = keras.layers.Dense(self.latent_dim_, name="z_mean")(h)
+        log_var = keras.layers.Dense(self.latent_dim_, name="z_log_var")(h)
+        self.encoder_ = keras.Model(x, [mean, log_var], name="encoder")
+        self.decoder_ = self._build_decoder()
+
+        inp = keras.Input((self.n_features_,), name="x")
+        m, lv = self.encoder_(inp)
+        decoded = self.decoder_(Sampling(seed=c.seed, name="sampling")([m, lv]))
+        recon_loss = gaussian_nll if self.gaussian else bernoulli_nll
+        outputs = {"recon": decoded, "kl": KLDivergence(name="kl")([m, lv])}
+        losses = {"recon": recon_loss, "kl": mean_of_prediction}
+        return keras.Model(inp, outputs, name="vae_trainer"), losses, {"recon": 1.0, "kl": c.beta}
+
+    def _fit(self, x_train, x_val, callbacks, verbose):
+        super()._fit(x_train, x_val, callbacks, verbose)
+        self.decoder_log_var_ = np.zeros(0)
+        if self.gaussian:  # the decoder's sigma^2: training MSE per feature under q(z|x)
+            mean, log_var = self._posterior(x_train)
+            z = mean + np.exp(0.5 * log_var) * np.random.default_rng(self.config.seed).standard_normal(mean.shape)
+            self.decoder_log_var_ = np.log(np.mean((x_train - self._decode(z)) ** 2, axis=0) + MIN_VARIANCE)
+
+    def _posterior(self, x_scaled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mean, log_var = self.encoder_(x_scaled.astype("float32"), training=False)
+        return (keras.ops.convert_to_numpy(mean).astype(np.float64),
+                keras.ops.convert_to_numpy(log_var).astype(np.float64))
+
+    def _encode(self, x: np.ndarray) -> np.ndarray:
+        return self._posterior(x)[0]
+
+    def _sample_latent(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        return rng.standard_normal((n, self.latent_dim_))
+
+    def evaluation_metrics(self, x: np.ndarray, seed: int = 0, draws: int = 8) -> dict[str, float]:
+        """Mean per-row ELBO (nats, beta = 1); for continuous data in the user's units."""
+        x = self._check_width(x, self.n_features_, "data")
+        xs = self.scaler_.transform(x)
+        mean, log_var = self._posterior(xs)
+        kl = -0.5 * np.sum(1 + log_var - mean**2 - np.exp(log_var), axis=1)
+        rng = np.random.default_rng(seed)
+        nll = np.zeros(len(x))
+        for _ in range(draws):
+            z = mean + np.exp(0.5 * log_var) * rng.standard_normal(mean.shape)
+            xh = self._decode(z)
+            if self.gaussian:
+                lv = self.decoder_log_var_
+                nll += 0.5 * np.sum((xs - xh) ** 2 * np.exp(-lv) + lv + np.log(2 * np.pi), axis=1)
+            else:
+                p = np.clip(xh, 1e-7, 1 - 1e-7)
+                nll += -np.sum(xs * np.log(p) + (1 - xs) * np.log(1 - p), axis=1)
+        nll /= draws
+        if self.gaussian:  # change of variables back to the user's units
+            nll += np.sum(np.log(self.scaler_.scale_))
+        return {"elbo": float(np.mean(-(nll + kl)))}
+
+    def _state(self) -> dict[str, np.ndarray]:
+        return {"decoder_log_var": self.decoder_log_var_}
+
+    def _load_state(self, state: dict[str, np.ndarray]) -> None:
+        self.decoder_log_var_ = state["decoder_log_var"]

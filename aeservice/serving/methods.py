@@ -1,0 +1,86 @@
+"""The five methods behind the `method` param, with input checks that name the problem.
+
+Pure numpy in, numpy out; the MLflow pyfunc wraps this and turns UserError into HTTP 400.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from aeservice.errors import UserError
+from aeservice.models import Autoencoder
+
+__all__ = ["METHODS", "MAX_SAMPLES", "DEFAULT_SAMPLES", "as_matrix", "run_method"]
+
+MAX_SAMPLES = 10_000  # upper bound on `n` for sample: keeps one response below ~10 MB of JSON
+DEFAULT_SAMPLES = 10
+
+
+def as_matrix(model_input: Any) -> np.ndarray:
+    """Any MLflow input (DataFrame, array, list, dict of one column) as a finite 2-D float array."""
+    if hasattr(model_input, "to_numpy"):  # pandas DataFrame / Series
+        frame = model_input
+        if getattr(frame, "ndim", 2) == 2:
+            bad = [c for c in frame.columns if frame[c].dtype.kind not in "biuf"]
+            if bad:
+                raise UserError(f"non-numeric values in column(s) {', '.join(map(str, bad[:5]))}")
+        model_input = frame.to_numpy()
+    if isinstance(model_input, dict):
+        if len(model_input) != 1:
+            raise UserError("send one unnamed tensor of rows, not several named inputs")
+        model_input = next(iter(model_input.values()))
+    try:
+        x = np.asarray(model_input, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise UserError("input must be rows of numbers; found non-numeric values") from None
+    if x.ndim == 1:
+        x = x.reshape(1, -1)
+    if x.ndim != 2:
+        raise UserError(f"input must be a 2-D array of rows, got {x.ndim} dimensions")
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise UserError("input is empty: send at least one row")
+    if not np.isfinite(x).all():
+        raise UserError("input has NaN or infinite values")
+    return x
+
+
+def _int_param(params: dict, name: str, default: int, low: int, high: int) -> int:
+    value = params.get(name, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer, float, str)):
+        raise UserError(f"param {name!r} must be an integer, got {value!r}")
+    try:
+        as_float = float(value)
+    except ValueError:
+        raise UserError(f"param {name!r} must be an integer, got {value!r}") from None
+    if not as_float.is_integer():
+        raise UserError(f"param {name!r} must be an integer, got {value!r}")
+    number = int(as_float)
+    if not low <= number <= high:
+        raise UserError(f"param {name!r} must be between {low} and {high}, got {number}")
+    return number
+
+
+def _sample(model: Autoencoder, x: np.ndarray, params: dict) -> np.ndarray:
+    n = _int_param(params, "n", DEFAULT_SAMPLES, 1, MAX_SAMPLES)
+    seed = _int_param(params, "seed", 0, 0, 2**32 - 1)
+    return model.sample(n, seed)
+
+
+METHODS: dict[str, Callable[[Autoencoder, np.ndarray, dict], np.ndarray]] = {
+    "encode": lambda m, x, p: m.encode(x),
+    "decode": lambda m, x, p: m.decode(x),
+    "reconstruct": lambda m, x, p: m.reconstruct(x),
+    "sample": _sample,
+    "score": lambda m, x, p: m.score(x),
+}
+
+
+def run_method(model: Autoencoder, model_input: Any, params: dict | None) -> np.ndarray:
+    params = dict(params or {})
+    method = params.get("method") or "encode"
+    if method not in METHODS:
+        raise UserError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    return METHODS[method](model, as_matrix(model_input), params)

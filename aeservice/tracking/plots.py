@@ -1,0 +1,194 @@
+"""The figures each run logs: loss curves, latent space, latent sweep, reconstructions, samples.
+
+Image data gets image grids (seeds 002/003); low-dimensional data gets the data with the model's
+output drawn over it (seeds 001/003/004). Every function returns a matplotlib Figure.
+"""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from aeservice.data import Dataset, Split  # noqa: E402
+from aeservice.models import Autoencoder  # noqa: E402
+
+__all__ = ["loss_curves", "latent_space", "latent_sweep", "reconstructions", "samples", "all_figures",
+           "project_2d", "image_grid"]
+
+
+def loss_curves(history: dict[str, list[float]]) -> plt.Figure:
+    terms = [k for k in ("loss", "recon", "kl", "sparsity") if k in history]
+    fig, axes = plt.subplots(1, len(terms), figsize=(4 * len(terms), 3.2), squeeze=False)
+    for ax, term in zip(axes[0], terms):
+        epochs = np.arange(1, len(history[term]) + 1)
+        ax.plot(epochs, history[term], label="train", marker="o" if len(epochs) == 1 else None)
+        if f"val_{term}" in history:
+            ax.plot(epochs, history[f"val_{term}"], label="validation", marker="o" if len(epochs) == 1 else None)
+        ax.set_title(term)
+        ax.set_xlabel("epoch")
+        ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def project_2d(points: np.ndarray, reference: np.ndarray | None = None) -> tuple[np.ndarray, str, str]:
+    """Points as 2-D: as they are when 1- or 2-D, else their first two principal components."""
+    if points.shape[1] == 1:
+        return np.column_stack([points[:, 0], np.zeros(len(points))]), "dim 1", ""
+    if points.shape[1] == 2:
+        return points, "dim 1", "dim 2"
+    ref = points if reference is None else reference
+    mean = ref.mean(axis=0)
+    _, _, vt = np.linalg.svd(ref - mean, full_matrices=False)
+    return (points - mean) @ vt[:2].T, "PC 1", "PC 2"
+
+
+def _scatter_labels(ax, xy, labels, categorical):
+    if labels is None:
+        ax.scatter(xy[:, 0], xy[:, 1], s=6, alpha=0.7)
+    elif categorical:
+        for value in np.unique(labels):
+            keep = labels == value
+            ax.scatter(xy[keep, 0], xy[keep, 1], s=6, alpha=0.7, label=str(value))
+        ax.legend(markerscale=3, fontsize=7, loc="best", ncol=2)
+    else:
+        points = ax.scatter(xy[:, 0], xy[:, 1], s=6, c=labels, cmap="viridis")
+        ax.figure.colorbar(points, ax=ax)
+
+
+def latent_space(model: Autoencoder, split: Split, categorical: bool) -> plt.Figure:
+    codes = model.encode(split.test)
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    if codes.shape[1] == 1 and split.test_labels is not None and not categorical:
+        ax.scatter(split.test_labels, codes[:, 0], s=6)
+        ax.set_xlabel("label")
+        ax.set_ylabel("code")
+    else:
+        xy, xl, yl = project_2d(codes)
+        _scatter_labels(ax, xy, split.test_labels, categorical)
+        ax.set_xlabel(xl)
+        ax.set_ylabel(yl)
+    ax.set_title(f"{model.kind}: test codes ({codes.shape[1]}-D)")
+    fig.tight_layout()
+    return fig
+
+
+def image_grid(images: np.ndarray, shape: tuple[int, int], cols: int, title: str,
+               row_titles: list[str] | None = None) -> plt.Figure:
+    rows = int(np.ceil(len(images) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.9, rows * 0.95 + 0.4), squeeze=False)
+    vmax = max(1.0, float(images.max())) if len(images) else 1.0
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < len(images):
+            ax.imshow(images[i].reshape(shape), cmap="gray_r", vmin=0, vmax=vmax)
+    if row_titles:
+        for r, text in enumerate(row_titles):
+            axes[r, 0].set_title(text, fontsize=7, loc="left")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def _sweep_codes(model: Autoencoder, train: np.ndarray, steps: int) -> np.ndarray:
+    """A grid over the 5-95 % range of the training codes, along their two main directions."""
+    codes = model.encode(train)
+    mean = codes.mean(axis=0)
+    if codes.shape[1] == 1:
+        lo, hi = np.percentile(codes[:, 0], [2, 98])
+        return np.linspace(lo, hi, steps)[:, None]
+    _, _, vt = np.linalg.svd(codes - mean, full_matrices=False)
+    proj = (codes - mean) @ vt[:2].T
+    a_lo, a_hi = np.percentile(proj[:, 0], [5, 95])
+    b_lo, b_hi = np.percentile(proj[:, 1], [5, 95])
+    a, b = np.meshgrid(np.linspace(a_lo, a_hi, steps), np.linspace(b_hi, b_lo, steps))
+    return mean + np.column_stack([a.ravel(), b.ravel()]) @ vt[:2]
+
+
+def _data_axes(ax, data: np.ndarray):
+    if data.shape[1] == 1:
+        ax.hist(data[:, 0], bins=30, density=True, alpha=0.4, label="data")
+    else:
+        xy, xl, yl = project_2d(data)
+        ax.scatter(xy[:, 0], xy[:, 1], s=5, alpha=0.3, label="data", color="tab:blue")
+        ax.set_xlabel(xl)
+        ax.set_ylabel(yl)
+
+
+def latent_sweep(model: Autoencoder, dataset: Dataset, split: Split) -> plt.Figure:
+    if dataset.kind == "image" and dataset.image_shape:
+        steps = 10 if model.latent_dim_ > 1 else 12
+        decoded = model.decode(_sweep_codes(model, split.train, steps))
+        cols = steps if model.latent_dim_ > 1 else 12
+        return image_grid(decoded, dataset.image_shape, cols, f"{model.kind}: decoded latent sweep")
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    if dataset.n_features == 1:
+        z = _sweep_codes(model, split.train, 100)
+        ax.plot(z[:, 0] if z.shape[1] == 1 else np.arange(len(z)), model.decode(z)[:, 0])
+        ax.set_xlabel("latent coordinate")
+        ax.set_ylabel("decoded value")
+    else:
+        _data_axes(ax, split.train)
+        z = _sweep_codes(model, split.train, 100 if model.latent_dim_ == 1 else 15)
+        xy, _, _ = project_2d(model.decode(z), split.train)
+        style = "-" if model.latent_dim_ == 1 else "."
+        ax.plot(xy[:, 0], xy[:, 1], style, color="tab:red", label="decoded sweep", markersize=3)
+        ax.legend()
+    ax.set_title(f"{model.kind}: decoded latent sweep")
+    fig.tight_layout()
+    return fig
+
+
+def reconstructions(model: Autoencoder, dataset: Dataset, split: Split, count: int = 10) -> plt.Figure:
+    if dataset.kind == "image" and dataset.image_shape:
+        x = split.test[:count]
+        return image_grid(np.concatenate([x, model.reconstruct(x)]), dataset.image_shape, len(x),
+                          f"{model.kind}: test images (top) and reconstructions (bottom)")
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    rec = model.reconstruct(split.test)
+    if dataset.n_features == 1:
+        ax.scatter(split.test[:, 0], rec[:, 0], s=6)
+        ax.set_xlabel("data")
+        ax.set_ylabel("reconstruction")
+    else:
+        xy, xl, yl = project_2d(split.test)
+        rxy, _, _ = project_2d(rec, split.test)
+        ax.scatter(xy[:, 0], xy[:, 1], s=6, alpha=0.5, label="data")
+        ax.scatter(rxy[:, 0], rxy[:, 1], s=6, alpha=0.7, label=model.kind, color="tab:orange")
+        ax.set_xlabel(xl)
+        ax.set_ylabel(yl)
+        ax.legend()
+    ax.set_title(f"{model.kind}: test data and reconstruction")
+    fig.tight_layout()
+    return fig
+
+
+def samples(model: Autoencoder, dataset: Dataset, split: Split, seed: int = 0) -> plt.Figure:
+    if dataset.kind == "image" and dataset.image_shape:
+        return image_grid(model.sample(30, seed), dataset.image_shape, 10, f"{model.kind}: samples")
+    drawn = model.sample(max(500, len(split.train)), seed)
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    _data_axes(ax, split.train)
+    if dataset.n_features == 1:
+        ax.hist(drawn[:, 0], bins=30, density=True, alpha=0.4, label="samples")
+    else:
+        xy, _, _ = project_2d(drawn, split.train)
+        ax.scatter(xy[:, 0], xy[:, 1], s=5, alpha=0.3, label="samples", color="tab:green")
+    ax.legend()
+    ax.set_title(f"{model.kind}: samples against training data")
+    fig.tight_layout()
+    return fig
+
+
+def all_figures(model: Autoencoder, history: dict, dataset: Dataset, split: Split, seed: int = 0
+                ) -> dict[str, plt.Figure]:
+    """file name -> figure, for every plot a run logs."""
+    return {
+        "plots/loss_curves.png": loss_curves(history),
+        "plots/latent_space.png": latent_space(model, split, dataset.categorical_labels),
+        "plots/latent_sweep.png": latent_sweep(model, dataset, split),
+        "plots/reconstructions.png": reconstructions(model, dataset, split),
+        "plots/samples.png": samples(model, dataset, split, seed),
+    }

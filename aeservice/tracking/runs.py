@@ -1,0 +1,130 @@
+"""Where MLflow lives: one run per training, its params, metrics, plots and pyfunc model.
+
+`train_run` is what `train` calls and what `tune` calls for each trial (as a nested run), so
+both log exactly the same things.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import keras
+import matplotlib.pyplot as plt
+import mlflow
+import numpy as np
+from mlflow.models import ModelSignature
+from mlflow.types.schema import ParamSchema, ParamSpec
+
+import aeservice
+from aeservice.models import Autoencoder, EpochCallback
+from aeservice.serving import PYFUNC_FILE
+from aeservice.serving.methods import DEFAULT_SAMPLES
+from aeservice.tracking.plots import all_figures
+from aeservice.training import Prepared, TrainResult, fit_and_evaluate
+
+__all__ = ["train_run", "mlflow_run", "metrics_logger", "log_model", "SIGNATURE", "MODEL_ARTIFACT"]
+
+MODEL_ARTIFACT = "model"  # runs:/<id>/model
+
+# Params only, no input schema: one model takes data rows (encode, reconstruct, score), latent
+# rows (decode) and a placeholder row (sample), as arrays or DataFrames of any width; a fixed
+# input schema would reject all but one of those. The methods check shapes and name the problem.
+SIGNATURE = ModelSignature(
+    params=ParamSchema([
+        ParamSpec("method", "string", "encode"),
+        ParamSpec("n", "long", DEFAULT_SAMPLES),
+        ParamSpec("seed", "long", 0),
+    ]),
+)
+
+
+@contextmanager
+def mlflow_run(experiment: str | None, nested: bool = False, tags: dict | None = None,
+               run_name: str | None = None) -> Iterator[mlflow.ActiveRun]:
+    """A run that always ends: FINISHED, FAILED on an error, KILLED on Ctrl-C.
+
+    Under `mlflow run`, MLflow has already made the run (MLFLOW_RUN_ID) in the experiment given
+    to `mlflow run --experiment-name`; that run is used as it is.
+    """
+    if experiment and not nested and not os.environ.get("MLFLOW_RUN_ID"):
+        mlflow.set_experiment(experiment)
+    run = mlflow.start_run(nested=nested, tags=tags, run_name=run_name)
+    try:
+        yield run
+    except KeyboardInterrupt:
+        mlflow.end_run("KILLED")
+        raise
+    except BaseException:
+        mlflow.end_run("FAILED")
+        raise
+    mlflow.end_run("FINISHED")
+
+
+def metrics_logger() -> EpochCallback:
+    def log(epoch: int, logs: dict) -> None:
+        mlflow.log_metrics(logs, step=epoch)
+
+    return log
+
+
+def log_model(model: Autoencoder, example: np.ndarray) -> str:
+    """Log the pyfunc (this package's code + the saved model directory); returns its URI."""
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Add type hints")  # we validate inputs ourselves
+        model_dir = model.save(Path(tmp) / "autoencoder")
+        info = mlflow.pyfunc.log_model(
+            name=MODEL_ARTIFACT,
+            python_model=str(PYFUNC_FILE),
+            artifacts={"model": str(model_dir)},
+            code_paths=[str(Path(aeservice.__file__).parent)],
+            signature=SIGNATURE,
+            input_example=example.astype(np.float64),
+            pip_requirements=_requirements(),
+        )
+    return info.model_uri
+
+
+def _requirements() -> list[str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    reqs = []
+    for name in ("mlflow", "keras", "tensorflow", "numpy", "scikit-learn", "pandas"):
+        try:
+            reqs.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            reqs.append(name)
+    return reqs
+
+
+def _log_new_params(params: dict) -> None:
+    """Log params the run does not have yet: `mlflow run` logs -P values as typed (e.g. 1e-3)."""
+    run = mlflow.active_run()
+    have = mlflow.get_run(run.info.run_id).data.params
+    mlflow.log_params({k: v for k, v in params.items() if k not in have})
+
+
+def train_run(prepared: Prepared, callbacks: Sequence[EpochCallback] = (), nested: bool = False,
+              tags: dict | None = None, log_artifacts: bool = True) -> tuple[str, TrainResult]:
+    """Train inside one MLflow run and log everything; returns (run id, result)."""
+    cfg, data, split = prepared.config, prepared.dataset, prepared.split
+    run_tags = {"model": cfg.model.model, "dataset": data.name, "backend": keras.backend.backend(),
+                **(tags or {})}
+    with mlflow_run(cfg.experiment, nested=nested, tags=run_tags,
+                    run_name=f"{cfg.model.model}-{data.name}") as run:
+        _log_new_params({**cfg.flatten(), "n_features": data.n_features, "n_train": len(split.train),
+                         "data_kind_used": data.kind})
+        mlflow.log_input(mlflow.data.from_numpy(split.train, source=data.source or data.name, name=data.name),
+                         context="training")
+        result = fit_and_evaluate(prepared, callbacks=[metrics_logger(), *callbacks])
+        mlflow.log_metrics(result.metrics)
+        mlflow.log_param("latent_dim_used", result.model.latent_dim_)
+        if log_artifacts:
+            for name, fig in all_figures(result.model, result.history, data, split, cfg.model.seed).items():
+                mlflow.log_figure(fig, name)
+                plt.close(fig)
+            log_model(result.model, split.test[:3])
+    return run.info.run_id, result

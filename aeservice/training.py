@@ -1,0 +1,79 @@
+"""Fit one model on one data set and measure it; knows nothing of MLflow or Optuna.
+
+Listeners passed as `callbacks` hear every epoch (MLflow logging, Optuna pruning, progress).
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from aeservice.config import TrainConfig
+from aeservice.data import Dataset, Split, load_dataset, split_dataset
+from aeservice.errors import UserError
+from aeservice.models import Autoencoder, EpochCallback, build_model, resolve_latent_dim
+
+__all__ = ["Prepared", "TrainResult", "prepare", "fit_and_evaluate", "evaluate", "progress_printer"]
+
+
+@dataclass
+class Prepared:
+    """Checked config plus loaded, split data: everything that can fail before a run starts."""
+
+    config: TrainConfig
+    dataset: Dataset
+    split: Split
+
+
+@dataclass
+class TrainResult:
+    model: Autoencoder
+    metrics: dict[str, float]  # val_mse, test_mse, explained_variance (+ test_elbo for the VAE)
+    history: dict[str, list[float]]
+
+
+def prepare(config: TrainConfig, dataset: Dataset | None = None) -> Prepared:
+    """Validate settings against the data so bad input fails before any run or epoch."""
+    config.validate()
+    data = dataset if dataset is not None else load_dataset(config.data, config.model.seed)
+    split = split_dataset(data, config.data, config.model.seed)
+    latent = resolve_latent_dim(config.model, data.n_features)
+    if config.model.model == "pca" and latent > min(data.n_features, len(split.train)):
+        raise UserError(f"pca latent_dim must be at most the feature count ({data.n_features}) "
+                        f"for data set {data.name}, got {latent}")
+    return Prepared(config, data, split)
+
+
+def fit_and_evaluate(prepared: Prepared, callbacks: Sequence[EpochCallback] = (), verbose: int = 0) -> TrainResult:
+    cfg, split = prepared.config, prepared.split
+    model = build_model(cfg.model, prepared.dataset.kind)
+    model.fit(split.train, split.val, callbacks=callbacks, verbose=verbose)
+    return TrainResult(model, evaluate(model, split, cfg.model.seed), dict(model.history_))
+
+
+def evaluate(model: Autoencoder, split: Split, seed: int = 0) -> dict[str, float]:
+    """The metrics every kind reports under the same names, in the user's units."""
+    test_rec = model.reconstruct(split.test)
+    sse = float(np.sum((split.test - test_rec) ** 2))
+    sst = float(np.sum((split.test - split.test.mean(axis=0)) ** 2))
+    metrics = {
+        "val_mse": float(np.mean((split.val - model.reconstruct(split.val)) ** 2)),
+        "test_mse": float(np.mean((split.test - test_rec) ** 2)),
+        "explained_variance": 1.0 - sse / sst if sst > 0 else float("nan"),
+    }
+    metrics.update({f"test_{k}": v for k, v in model.evaluation_metrics(split.test, seed=seed).items()})
+    return metrics
+
+
+def progress_printer(epochs: int, stream=sys.stderr) -> EpochCallback:
+    """One line about every tenth epoch, so long fits show they are alive."""
+    every = max(1, epochs // 10)
+
+    def report(epoch: int, logs: dict) -> None:
+        if epoch == 0 or (epoch + 1) % every == 0 or epoch + 1 == epochs:
+            parts = " ".join(f"{k} {v:.4g}" for k, v in logs.items())
+            print(f"epoch {epoch + 1}/{epochs}  {parts}", file=stream, flush=True)
+
+    return report

@@ -1,0 +1,60 @@
+"""Shared fixtures: a throw-away SQLite tracking store and small, fast configs."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+import pytest  # noqa: E402
+
+from aeservice.config import DataConfig, ModelConfig, TrainConfig  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def small_config(kind: str, dataset: str = "digits", **model_kw) -> TrainConfig:
+    """Few epochs and a narrow net: enough to exercise every path in seconds."""
+    settings = dict(model=kind, epochs=3, hidden=(32,), batch_size=64, patience=0)
+    settings.update(model_kw)
+    return TrainConfig(DataConfig(dataset=dataset), ModelConfig(**settings), experiment="pytest")
+
+
+@pytest.fixture()
+def tracking_uri(tmp_path, monkeypatch) -> str:
+    """A fresh SQLite tracking store in a temp folder, for this process and its children."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        # set then delete, so teardown removes what mlflow.set_experiment exports meanwhile
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    while mlflow.active_run():
+        mlflow.end_run()
+    mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture(scope="module")
+def module_tracking_uri(tmp_path_factory) -> str:
+    """One store shared by a module's tests, for runs that are expensive to repeat."""
+    import mlflow
+
+    folder = tmp_path_factory.mktemp("store")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    old = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    mlflow.set_tracking_uri(None)
+    if old is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = old

@@ -1,0 +1,87 @@
+"""One MLflow run per training, on a real SQLite store; the logged pyfunc in a fresh process."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import mlflow
+import numpy as np
+import pytest
+from conftest import small_config
+
+from aeservice.config import MODEL_KINDS
+from aeservice.tracking import train_run
+from aeservice.training import prepare
+
+PLOTS = {"loss_curves", "latent_space", "latent_sweep", "reconstructions", "samples"}
+
+
+@pytest.fixture(scope="module")
+def runs(module_tracking_uri):
+    out = {}
+    for kind in MODEL_KINDS:
+        prepared = prepare(small_config(kind, dataset="digits"))
+        run_id, result = train_run(prepared)
+        out[kind] = (run_id, result, prepared)
+    return out
+
+
+@pytest.mark.parametrize("kind", MODEL_KINDS)
+def test_run_has_params_tags_metrics_plots_and_input(runs, kind):
+    run_id, result, prepared = runs[kind]
+    run = mlflow.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    params = run.data.params
+    for key, value in prepared.config.flatten().items():
+        assert params[key] == str(value)
+    assert run.data.tags["model"] == kind and run.data.tags["dataset"] == "digits"
+    assert run.data.tags["backend"] == "tensorflow"
+    metrics = run.data.metrics
+    for name in ("val_mse", "test_mse", "explained_variance"):
+        assert metrics[name] == pytest.approx(result.metrics[name])
+    assert ("test_elbo" in metrics) == (kind == "vae")
+    client = mlflow.MlflowClient()
+    history = client.get_metric_history(run_id, "val_loss")
+    expected_epochs = 1 if kind == "pca" else prepared.config.model.epochs
+    assert [m.step for m in history] == list(range(expected_epochs))
+    terms = {"vae": {"recon", "kl"}, "sparse": {"recon", "sparsity"}}.get(kind, {"recon"})
+    for term in terms:
+        assert client.get_metric_history(run_id, term) and client.get_metric_history(run_id, f"val_{term}")
+    plots = {a.path.split("/")[-1].removesuffix(".png") for a in client.list_artifacts(run_id, "plots")}
+    assert plots == PLOTS
+    assert [d.dataset.name for d in run.inputs.dataset_inputs] == ["digits"]
+
+
+_FRESH = """
+import json, sys, numpy as np, mlflow
+out = {}
+for kind, uri in json.loads(sys.argv[1]).items():
+    m = mlflow.pyfunc.load_model(uri)
+    x = np.array(json.loads(sys.argv[2]))
+    z = m.predict(x)
+    out[kind] = {
+        "encode": z.tolist(),
+        "decode": m.predict(z, params={"method": "decode"}).tolist(),
+        "reconstruct": m.predict(x, params={"method": "reconstruct"}).tolist(),
+        "sample": m.predict(np.array([[0.0]]), params={"method": "sample", "n": 3, "seed": 4}).tolist(),
+        "score": np.asarray(m.predict(x, params={"method": "score"})).tolist(),
+    }
+print("RESULT" + json.dumps(out))
+"""
+
+
+def test_logged_models_serve_all_methods_in_a_fresh_process(runs, module_tracking_uri):
+    uris = {kind: f"runs:/{run_id}/model" for kind, (run_id, _, _) in runs.items()}
+    x = runs["ae"][2].split.test[:4]
+    proc = subprocess.run([sys.executable, "-c", _FRESH, json.dumps(uris), json.dumps(x.tolist())],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.split("RESULT", 1)[1])
+    for kind, (_, result, _) in runs.items():
+        model, got = result.model, out[kind]
+        np.testing.assert_allclose(got["encode"], model.encode(x), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(got["decode"], model.decode(model.encode(x)), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(got["reconstruct"], model.reconstruct(x), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(got["sample"], model.sample(3, seed=4), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(got["score"], model.score(x), rtol=1e-5, atol=1e-5)
