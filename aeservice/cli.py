@@ -79,6 +79,8 @@ def _option_list() -> list[Callable]:
         click.option("--learning-rate", type=float, default=m.learning_rate, show_default=True, help="Adam step size."),
         click.option("--beta", type=float, default=m.beta, show_default=True,
                      help="VAE: weight of the KL term (1 = the true ELBO)."),
+        click.option("--kl-warmup", type=float, default=m.kl_warmup, show_default=True,
+                     help="VAE: epochs over which the KL weight ramps from 0 to beta (at most epochs/2)."),
         click.option("--l1", type=float, default=m.l1, show_default=True,
                      help="sparse: L1 weight on the code activations."),
         click.option("--sparsity-weight", type=float, default=m.sparsity_weight, show_default=True,
@@ -117,7 +119,7 @@ def config_from_options(options: dict[str, Any]) -> TrainConfig:
     model = ModelConfig(
         model=o["model"], latent_dim=o["latent_dim"], hidden=parse_hidden(o["hidden"]),
         epochs=_whole(o["epochs"], "epochs"), batch_size=_whole(o["batch_size"], "batch_size"),
-        learning_rate=o["learning_rate"], beta=o["beta"], l1=o["l1"], sparsity_weight=o["sparsity_weight"],
+        learning_rate=o["learning_rate"], beta=o["beta"], kl_warmup=_whole(o["kl_warmup"], "kl_warmup"), l1=o["l1"], sparsity_weight=o["sparsity_weight"],
         sparsity_target=o["sparsity_target"], weight_decay=o["weight_decay"],
         patience=_whole(o["patience"], "patience"), seed=_whole(o["seed"], "seed"),
     )

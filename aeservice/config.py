@@ -37,6 +37,7 @@ class ModelConfig:
     batch_size: int = 64  # small batches generalise better on the few thousand rows we see
     learning_rate: float = 1e-3  # Adam's default; stable for every kind here
     beta: float = 1.0  # KL weight; 1 is the true ELBO, the calibrated decoder keeps it balanced
+    kl_warmup: int = 20  # epochs of linear KL ramp (capped at epochs/2): escape posterior collapse
     l1: float = 1e-4  # L1 on the code, per unit and row: sparse without blurring (seed 002)
     sparsity_weight: float = 0.0  # KL sparsity (rho) penalty weight; 0 leaves it off
     sparsity_target: float = 0.05  # rho, the target mean activation (Hosseini-Asl et al.)
@@ -76,6 +77,7 @@ class TrainConfig:
             (m.batch_size >= 1, f"batch_size must be at least 1, got {m.batch_size}"),
             (m.learning_rate > 0, f"learning_rate must be positive, got {m.learning_rate}"),
             (m.beta >= 0, f"beta must be non-negative, got {m.beta}"),
+            (m.kl_warmup >= 0, f"kl_warmup must be non-negative, got {m.kl_warmup}"),
             (m.l1 >= 0, f"l1 must be non-negative, got {m.l1}"),
             (m.sparsity_weight >= 0, f"sparsity_weight must be non-negative, got {m.sparsity_weight}"),
             (0 < m.sparsity_target < 1, f"sparsity_target must be in (0, 1), got {m.sparsity_target}"),

@@ -31,6 +31,18 @@ def dense_stack(x, sizes, activation: str, l2: float, prefix: str):
 class KerasAutoencoder(Autoencoder):
     """Encoder and decoder are separate Keras models; serving calls them directly."""
 
+    # Early stopping watches val_loss smoothed as s = a * s + (1 - a) * val_loss. A sampled
+    # (VAE) validation loss is noisy, and one lucky epoch must not end training.
+    val_smoothing: float = 0.0
+
+    def _schedule_callbacks(self) -> list[keras.callbacks.Callback]:
+        """Callbacks that change the objective over epochs (the VAE's KL warm-up)."""
+        return []
+
+    def _monitor_from_epoch(self) -> int:
+        """Early stopping starts watching after any schedule has settled."""
+        return 0
+
     def _output_activation(self) -> str | None:
         return "sigmoid" if self.data_kind == "image" else None
 
@@ -55,10 +67,12 @@ class KerasAutoencoder(Autoencoder):
         xt, xv = x_train.astype("float32"), x_val.astype("float32")
         targets = {name: (xt if name == "recon" else np.zeros((len(xt), 1), "float32")) for name in losses}
         val_targets = {name: (xv if name == "recon" else np.zeros((len(xv), 1), "float32")) for name in losses}
-        keras_callbacks: list[keras.callbacks.Callback] = [_Relay(callbacks, self.history_)]
-        if c.patience > 0:
-            keras_callbacks.insert(0, keras.callbacks.EarlyStopping(
-                monitor="val_loss", patience=c.patience, restore_best_weights=True))
+        keras_callbacks = [*self._schedule_callbacks(), _Relay(callbacks, self.history_, self.val_smoothing,
+                                                                self._monitor_from_epoch())]
+        if c.patience > 0:  # after the relay, which adds the smoothed monitor to the logs
+            keras_callbacks.append(keras.callbacks.EarlyStopping(
+                monitor=_MONITOR, mode="min", patience=c.patience, restore_best_weights=True,
+                start_from_epoch=self._monitor_from_epoch()))
         model.fit(xt, targets, validation_data=(xv, val_targets), epochs=c.epochs,
                   batch_size=min(c.batch_size, len(xt)), shuffle=True, verbose=verbose, callbacks=keras_callbacks)
         bad = [i for i, v in enumerate(self.history_.get("loss", [])) if not math.isfinite(v)]
@@ -85,18 +99,28 @@ class KerasAutoencoder(Autoencoder):
         """Kind-specific arrays from state.npz."""
 
 
+_MONITOR = "val_loss_smoothed"
 _TERM_NAMES = {"loss": "loss", "recon_loss": "recon", "kl_loss": "kl", "sparsity_loss": "sparsity"}
 
 
 class _Relay(keras.callbacks.Callback):
     """Renames Keras logs to aeservice's metric names, records history, and stops on NaN."""
 
-    def __init__(self, listeners: list[EpochCallback], history: dict[str, list[float]]):
+    def __init__(self, listeners: list[EpochCallback], history: dict[str, list[float]], smoothing: float,
+                 monitor_from: int):
         super().__init__()
-        self.listeners, self.history = listeners, history
+        self.listeners, self.history, self.smoothing = listeners, history, smoothing
+        self.monitor_from = monitor_from  # before it the objective is still changing: no memory
+        self.smoothed: float | None = None
 
     def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
+        logs = logs if logs is not None else {}
+        if "val_loss" in logs:
+            value = float(logs["val_loss"])
+            fresh = self.smoothed is None or epoch <= self.monitor_from
+            self.smoothed = value if fresh else self.smoothing * self.smoothed + (
+                1 - self.smoothing) * value
+            logs[_MONITOR] = self.smoothed
         out: dict[str, float] = {}
         for prefix in ("", "val_"):
             for keras_name, name in _TERM_NAMES.items():

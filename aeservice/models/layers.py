@@ -10,7 +10,7 @@ import math
 import keras
 from keras import ops
 
-__all__ = ["Sampling", "KLDivergence", "SparsityPenalty", "MIN_VARIANCE", "gaussian_nll",
+__all__ = ["Sampling", "KLDivergence", "ScheduledWeight", "SparsityPenalty", "MIN_VARIANCE", "gaussian_nll",
            "bernoulli_nll", "mean_of_prediction"]
 
 _LOG_2PI = math.log(2 * math.pi)
@@ -42,6 +42,20 @@ class KLDivergence(keras.layers.Layer):
         mean, log_var = inputs
         kl = -0.5 * ops.sum(1.0 + log_var - ops.square(mean) - ops.exp(log_var), axis=-1)
         return ops.expand_dims(kl, -1)
+
+
+@keras.saving.register_keras_serializable(package="aeservice")
+class ScheduledWeight(keras.layers.Layer):
+    """Multiplies a per-row term by a weight that a callback changes between epochs (KL warm-up).
+
+    The weight is a non-trainable variable of the model, so every backend carries it as state.
+    """
+
+    def build(self, input_shape):
+        self.weight_now = self.add_weight(shape=(), initializer="ones", trainable=False, name="weight_now")
+
+    def call(self, term):
+        return term * self.weight_now
 
 
 @keras.saving.register_keras_serializable(package="aeservice")

@@ -7,7 +7,8 @@ import keras
 import numpy as np
 
 from aeservice.models.keras_base import KerasAutoencoder, dense_stack
-from aeservice.models.layers import MIN_VARIANCE, KLDivergence, Sampling, bernoulli_nll, gaussian_nll, mean_of_prediction
+from aeservice.models.layers import (MIN_VARIANCE, KLDivergence, Sampling, ScheduledWeight, bernoulli_nll, gaussian_nll,
+                                     mean_of_prediction)
 
 __all__ = ["VariationalAutoencoder"]
 
@@ -16,6 +17,21 @@ class VariationalAutoencoder(KerasAutoencoder):
     """encode gives the posterior mean; sample draws z from the N(0, I) prior."""
 
     kind = "vae"
+    val_smoothing = 0.7  # its validation loss is a one-sample ELBO estimate: noisy
+
+    def _warmup_epochs(self) -> int:
+        return min(self.config.kl_warmup, self.config.epochs // 2)
+
+    def _schedule_callbacks(self):
+        warmup, target = self._warmup_epochs(), self._kl_weight
+
+        def set_weight(epoch, logs=None):
+            target.weight_now.assign(min(1.0, (epoch + 1) / warmup) if warmup else 1.0)
+
+        return [keras.callbacks.LambdaCallback(on_epoch_begin=set_weight)]
+
+    def _monitor_from_epoch(self) -> int:
+        return self._warmup_epochs()
 
     @property
     def gaussian(self) -> bool:
@@ -34,9 +50,12 @@ class VariationalAutoencoder(KerasAutoencoder):
         m, lv = self.encoder_(inp)
         decoded = self.decoder_(Sampling(seed=c.seed, name="sampling")([m, lv]))
         recon_loss = gaussian_nll if self.gaussian else bernoulli_nll
-        outputs = {"recon": decoded, "kl": KLDivergence(name="kl")([m, lv])}
-        losses = {"recon": recon_loss, "kl": mean_of_prediction}
-        return keras.Model(inp, outputs, name="vae_trainer"), losses, {"recon": 1.0, "kl": c.beta}
+        kl = KLDivergence(name="kl")([m, lv])
+        self._kl_weight = ScheduledWeight(name="kl_warmup")
+        # "kl" is reported as it is (weight 0: a metric); "kl_term" is what the loss optimises
+        outputs = {"recon": decoded, "kl": kl, "kl_term": self._kl_weight(kl)}
+        losses = {"recon": recon_loss, "kl": mean_of_prediction, "kl_term": mean_of_prediction}
+        return keras.Model(inp, outputs, name="vae_trainer"), losses, {"recon": 1.0, "kl": 0.0, "kl_term": c.beta}
 
     def _fit(self, x_train, x_val, callbacks, verbose):
         super()._fit(x_train, x_val, callbacks, verbose)
