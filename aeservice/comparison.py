@@ -21,19 +21,19 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-import matplotlib.pyplot as plt
 import mlflow
 from mlflow.entities import Run
-from mlflow.models import Model
 
 from aeservice.config import TrainConfig
 from aeservice.errors import UserError
-from aeservice.models import Autoencoder, load_model
-from aeservice.tracking import MODEL_ARTIFACT, mlflow_run
-from aeservice.tracking.comparison_plots import comparison_figures, test_mse_bars
-from aeservice.training import prepare
+
+if TYPE_CHECKING:
+    from aeservice.models import Autoencoder
+
+# Keras/TensorFlow (models, training, tracking) and matplotlib are imported where the figures and
+# the report are made, so the table and a wrong experiment name come back without starting them.
 
 __all__ = ["COMPARISON_TAG", "METRICS", "PARAMS", "COLUMNS", "KIND_PARAMS", "ComparisonReport",
            "training_runs", "leaderboard", "format_table", "to_markdown", "to_csv", "load_run_model",
@@ -198,6 +198,11 @@ def to_csv(rows: Sequence[Row]) -> str:
 # ---- the figures ----------------------------------------------------------------------------------
 def load_run_model(run_id: str) -> Autoencoder:
     """The model a training run logged at runs:/<id>/model, loaded with this package's code."""
+    from mlflow.models import Model
+
+    from aeservice.models import load_model
+    from aeservice.tracking import MODEL_ARTIFACT
+
     with tempfile.TemporaryDirectory() as tmp:
         local = mlflow.artifacts.download_artifacts(f"runs:/{run_id}/{MODEL_ARTIFACT}", dst_path=tmp)
         conf = Model.load(local).flavors["python_function"]
@@ -214,6 +219,9 @@ def _dataset_figures(rows: list[Row], runs: dict[str, Run], progress: Progress) 
     Every model is shown on one split: the one of the best run's config (runs with other seeds or
     sizes split differently, but their models still take the same rows).
     """
+    from aeservice.tracking.comparison_plots import comparison_figures, test_mse_bars
+    from aeservice.training import prepare
+
     name = rows[0]["dataset"]
     prefix = f"plots/{_slug(name)}"
     notes: list[str] = []
@@ -270,11 +278,15 @@ def compare(experiment: str = "aeservice", dataset: str | None = None, all_runs:
     Everything that can fail (no such experiment, no runs, data that will not load) happens
     before the comparison run starts. Under `mlflow run` the run MLflow made is the one used.
     """
-    progress = progress or (lambda message: None)
     runs = training_runs(experiment, dataset)
+    import matplotlib.pyplot as plt
+
+    from aeservice.tracking import mlflow_run
+
+    progress = progress or (lambda message: None)
     rows = leaderboard(runs, all_runs=all_runs)
     by_id = {r.info.run_id: r for r in runs}
-    figs: dict[str, plt.Figure] = {}
+    figs: dict[str, Any] = {}  # artifact path -> matplotlib Figure
     notes: list[str] = []
     if figures:
         best = leaderboard(runs, all_runs=False)
