@@ -10,6 +10,7 @@ from typing import Mapping
 import matplotlib.pyplot as plt
 import numpy as np
 
+from aeservice.config import MODEL_KINDS
 from aeservice.data import Dataset, Split
 from aeservice.models import Autoencoder
 from aeservice.tracking.plots import _scatter_labels, image_grid, project_2d
@@ -18,7 +19,13 @@ __all__ = ["test_mse_bars", "reconstruction_overlay", "reconstruction_grid", "la
            "comparison_figures", "MAX_OVERLAY_FEATURES"]
 
 MAX_OVERLAY_FEATURES = 3  # up to 3-D data is drawn as points (3-D via its 2 main directions)
-_COLOURS = ("tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive")
+# One colour per kind in every figure (blue is the data's); kinds beyond these get the spares.
+_COLOURS = ("tab:gray", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive")
+
+
+def _colour(kind: str, position: int) -> str:
+    index = MODEL_KINDS.index(kind) if kind in MODEL_KINDS else len(MODEL_KINDS) + position
+    return _COLOURS[index % len(_COLOURS)]
 
 
 def test_mse_bars(test_mse: Mapping[str, float], dataset: str) -> plt.Figure:
@@ -26,7 +33,7 @@ def test_mse_bars(test_mse: Mapping[str, float], dataset: str) -> plt.Figure:
     names = list(test_mse)
     values = [test_mse[n] for n in names]
     fig, ax = plt.subplots(figsize=(1.3 * len(names) + 2.5, 3.6))
-    bars = ax.bar(names, values, color=[_COLOURS[i % len(_COLOURS)] for i in range(len(names))])
+    bars = ax.bar(names, values, color=[_colour(n, i) for i, n in enumerate(names)])
     ax.bar_label(bars, labels=[f"{v:.4g}" for v in values], fontsize=8)
     ax.set_ylabel("test_mse (data units)")
     ax.set_title(f"{dataset}: test MSE per kind (lower is better)")
@@ -44,15 +51,16 @@ def reconstruction_overlay(models: Mapping[str, Autoencoder], split: Split, data
         ax.hist(x[:, 0], bins=bins, density=True, alpha=0.35, color="tab:blue", label="data")
         for i, (kind, model) in enumerate(models.items()):
             ax.hist(model.reconstruct(x)[:, 0], bins=bins, density=True, histtype="step", linewidth=1.6,
-                    color=_COLOURS[i % len(_COLOURS)], label=kind)
+                    color=_colour(kind, i), label=kind, zorder=3 + len(models) - i)
         ax.set_xlabel("value")
         ax.set_ylabel("density")
     else:
         xy, xl, yl = project_2d(x)
         ax.scatter(xy[:, 0], xy[:, 1], s=7, alpha=0.25, color="tab:blue", label="data")
-        for i, (kind, model) in enumerate(models.items()):
+        for i, (kind, model) in enumerate(models.items()):  # the first (best) kind is drawn on top
             rxy, _, _ = project_2d(model.reconstruct(x), x)
-            ax.scatter(rxy[:, 0], rxy[:, 1], s=5, alpha=0.75, color=_COLOURS[i % len(_COLOURS)], label=kind)
+            ax.scatter(rxy[:, 0], rxy[:, 1], s=5, alpha=0.75, color=_colour(kind, i), label=kind,
+                       zorder=3 + len(models) - i)
         ax.set_xlabel(xl)
         ax.set_ylabel(yl)
     ax.legend(markerscale=2)
@@ -76,6 +84,16 @@ def _latent_panel(ax, codes: np.ndarray, labels: np.ndarray | None, categorical:
         ax.scatter(labels, codes[:, 0], s=6)
         ax.set_xlabel("label")
         ax.set_ylabel("code")
+        return
+    if codes.shape[1] == 1:  # a 1-D code: how each class spreads along it
+        bins = np.histogram_bin_edges(codes[:, 0], bins=30)
+        groups = [(None, codes[:, 0])] if labels is None else [(v, codes[labels == v, 0]) for v in np.unique(labels)]
+        for value, part in groups:
+            ax.hist(part, bins=bins, alpha=0.5, label=None if value is None else str(value))
+        if labels is not None:
+            ax.legend(fontsize=7, ncol=2)
+        ax.set_xlabel("code")
+        ax.set_ylabel("test rows")
         return
     xy, xl, yl = project_2d(codes)
     _scatter_labels(ax, xy, labels, categorical)
