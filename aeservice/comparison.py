@@ -271,6 +271,14 @@ def _markdown_report(experiment: str, rows: list[Row], all_runs: bool, n_candida
     return "\n".join(parts) + "\n"
 
 
+def _description(report_md: str, limit: int = 8000) -> str:
+    """The run page's description: the report, or its start when it exceeds MLflow's tag limit."""
+    if len(report_md) <= limit:
+        return report_md
+    tail = "\n\n... (cut here; the whole table is in comparison.md and comparison.csv)\n"
+    return report_md[:report_md.rfind("\n", 0, limit - len(tail))] + tail
+
+
 def compare(experiment: str = "aeservice", dataset: str | None = None, all_runs: bool = False,
             figures: bool = True, nested: bool = False, progress: Progress | None = None) -> ComparisonReport:
     """Build the leaderboard of `experiment` and log it, with figures, to a new comparison run.
@@ -297,7 +305,7 @@ def compare(experiment: str = "aeservice", dataset: str | None = None, all_runs:
     for note in notes:
         progress(f"note: {note}")
     report_md = _markdown_report(experiment, rows, all_runs, len(runs), list(figs), notes)
-    tags = {COMPARISON_TAG: "true", "mlflow.note.content": report_md}
+    tags = {COMPARISON_TAG: "true", "mlflow.note.content": _description(report_md)}
     try:
         with mlflow_run(experiment, nested=nested, tags=tags, run_name="comparison") as run:
             have = mlflow.get_run(run.info.run_id).data.params

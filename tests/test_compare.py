@@ -166,6 +166,15 @@ def test_comparison_run_holds_table_csv_and_figures(store, report):
     positions = [md.index(r["run_id"]) for r in report.rows]
     assert positions == sorted(positions)
     assert "![plots/digits/latent_spaces.png](plots/digits/latent_spaces.png)" in md
+    assert run.data.tags["mlflow.note.content"] == md  # the run page shows the report
+
+
+def test_a_long_report_is_cut_to_fit_the_run_description():
+    from aeservice.comparison import _description
+
+    report_md = "".join(f"| row {i} | {'x' * 140} |\n" for i in range(200))
+    cut = _description(report_md)
+    assert len(cut) <= 8000 and cut.startswith("| row 0 |") and "whole table is in comparison.md" in cut
 
 
 def test_comparing_again_counts_the_same_runs(store, report):
