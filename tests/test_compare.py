@@ -39,8 +39,11 @@ def _config(kind: str, dataset: str = "digits", **model_kw) -> TrainConfig:
 
 
 @pytest.fixture(scope="module")
-def store(module_tracking_uri):
+def store(module_tracking_uri, tmp_path_factory):
     """The experiment; returns {run_id: config} of the training runs (the only ones that count)."""
+    artifacts = tmp_path_factory.mktemp("artifacts")
+    for name in (EXP, "cmp-empty"):  # artifacts in tmp, not in ./mlruns of the working folder
+        mlflow.create_experiment(name, artifact_location=(artifacts / name).as_uri())
     trained = {}
     for kind in MODEL_KINDS:
         config = _config(kind)
