@@ -196,5 +196,38 @@ def datasets() -> None:
         click.echo(f"{name:<{width}}  {size:>6}  {summary}")
 
 
+@main.command()
+@click.option("--experiment", default="aeservice", show_default=True, help="MLflow experiment whose runs to compare.")
+@click.option("--dataset", default=None,
+              help="Only runs on this data set (name or path as trained). [default: all data sets]")
+@click.option("--all", "all_runs", is_flag=True,
+              help="List every training run, not only the best of each data set and kind (by val_mse).")
+@click.option("--no-figures", is_flag=True, help="Only the table: skip loading the data and models for figures.")
+@user_errors
+def compare(experiment: str, dataset: str | None, all_runs: bool, no_figures: bool) -> None:
+    """Leaderboard of the training runs in an experiment, logged to a comparison run.
+
+    Counts the finished runs tagged `model` (train runs and tune trials), shows the best run of
+    each data set and kind by val_mse, sorted by test_mse, and logs comparison.md,
+    comparison.csv and figures (test MSE per kind, reconstructions of every kind, the latent
+    spaces side by side; one set per data set) to a new run tagged aeservice.comparison=true.
+    """
+    import mlflow
+
+    from aeservice.comparison import compare as run_compare
+    from aeservice.comparison import format_table
+
+    if dataset is not None and dataset.strip().lower() in ("", "all"):
+        dataset = None  # what the MLproject default ("all") means
+    report = run_compare(experiment, dataset=dataset, all_runs=all_runs, figures=not no_figures,
+                         progress=lambda message: click.echo(message, err=True))
+    click.echo(format_table(report.rows))
+    run = mlflow.get_run(report.run_id)
+    where = mlflow.MlflowClient().get_experiment(run.info.experiment_id).name
+    click.echo(f"\nreport: run {report.run_id} in experiment {where!r} "
+               f"({', '.join(report.artifacts)})")
+    click.echo(f"tracking store: {mlflow.get_tracking_uri()}  (open it with `mlflow ui`)")
+
+
 if __name__ == "__main__":
     main()

@@ -7,8 +7,9 @@ the flat name -> value mapping that MLflow logs as parameters (names match the C
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 from aeservice.errors import UserError
 
@@ -65,6 +66,23 @@ class TrainConfig:
         flat["experiment"] = self.experiment
         return flat
 
+    @classmethod
+    def from_flat(cls, params: Mapping[str, Any]) -> "TrainConfig":
+        """The inverse of `flatten()`: a config rebuilt from a run's MLflow params.
+
+        MLflow gives every param back as text, so "auto" becomes None again, "256,128" a tuple
+        and "150.0" (how `mlflow run` may log an integer) an int. Keys that are not settings
+        (n_features, n_train, latent_dim_used, ...) are ignored and missing ones keep their
+        defaults, so runs logged by older versions still load. Not validated: `prepare` does that.
+        """
+        parts = {}
+        for part in (DataConfig, ModelConfig):
+            hints = typing.get_type_hints(part)
+            parts[part] = part(**{f.name: _from_text(f.name, hints[f.name], params[f.name])
+                                  for f in dataclasses.fields(part) if f.name in params})
+        experiment = str(params.get("experiment", cls.__dataclass_fields__["experiment"].default))
+        return cls(data=parts[DataConfig], model=parts[ModelConfig], experiment=experiment)
+
     def validate(self) -> "TrainConfig":
         """Reject settings no model can use, with one line that names the problem."""
         m = self.model
@@ -98,6 +116,30 @@ class TrainConfig:
             if not ok:
                 raise UserError(message)
         return self
+
+
+def _from_text(name: str, hint: Any, value: Any) -> Any:
+    """One flattened param back to its field type; a one-line UserError when it cannot be."""
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    base = next((a for a in args if a is not type(None)), hint) if optional else hint
+    if value is None or (optional and str(value).strip().lower() in ("auto", "none", "")):
+        return None
+    if typing.get_origin(base) is tuple:
+        return parse_hidden(value if isinstance(value, (tuple, list)) else str(value))
+    text = str(value).strip()
+    try:
+        if base is int:
+            number = float(text)
+            if not number.is_integer():
+                raise ValueError
+            return int(number)
+        if base is float:
+            return float(text)
+    except ValueError:
+        kind = "a whole number" if base is int else "a number"
+        raise UserError(f"parameter {name} must be {kind}, got {text!r}") from None
+    return text
 
 
 def parse_hidden(text: str | tuple[int, ...] | list[int]) -> tuple[int, ...]:

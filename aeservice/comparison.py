@@ -1,0 +1,323 @@
+"""Compare the training runs of one experiment: a leaderboard, and a comparison run that keeps it.
+
+A training run is what `aeservice.tracking.train_run` logs (by `train`, by each `tune` trial, by
+`main`): tagged `model`, FINISHED, with a `val_mse` metric. Everything else in the experiment
+(comparison runs like ours, `tune` or `main` parents, failed runs) is left out, so comparing
+twice counts the same runs. By default each (data set, kind) shows its best run by `val_mse`
+(the number tuning chose on, so the test set stays an honest final score); `all_runs=True` lists
+every run. Rows are grouped by data set and sorted by `test_mse`.
+
+The figures need the data and the models back: `TrainConfig.from_flat(run params)` and
+`training.prepare` rebuild the run's seeded split, and each model is loaded from its logged
+directory with `aeservice.models.load_model` (not through `mlflow.pyfunc.load_model`, which would
+put the run's copy of the code on `sys.path` of this process).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import re
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import mlflow
+from mlflow.entities import Run
+
+from aeservice.config import TrainConfig
+from aeservice.errors import UserError
+
+if TYPE_CHECKING:
+    from aeservice.models import Autoencoder
+
+# Keras/TensorFlow (models, training, tracking) and matplotlib are imported where the figures and
+# the report are made, so the table and a wrong experiment name come back without starting them.
+
+__all__ = ["COMPARISON_TAG", "METRICS", "PARAMS", "COLUMNS", "KIND_PARAMS", "ComparisonReport",
+           "training_runs", "leaderboard", "format_table", "to_markdown", "to_csv", "load_run_model",
+           "compare"]
+
+COMPARISON_TAG = "aeservice.comparison"  # marks our own report runs (never candidates)
+METRICS = ("val_mse", "test_mse", "explained_variance", "test_elbo")
+PARAMS = ("hidden", "epochs", "learning_rate", "beta", "l1", "sparsity_weight", "weight_decay")
+COLUMNS = ("kind", "dataset", "latent_dim", *METRICS, *PARAMS, "run_id")
+
+# The settings that shape each kind; the rest are left blank in its row, so the table does not
+# suggest that a beta shaped a PCA. A kind missing here shows every parameter.
+_NETWORK = ("hidden", "epochs", "learning_rate", "weight_decay")
+KIND_PARAMS: dict[str, tuple[str, ...]] = {
+    "pca": (),
+    "ae": _NETWORK,
+    "sparse": _NETWORK + ("l1", "sparsity_weight"),
+    "vae": _NETWORK + ("beta",),
+}
+
+# Shorter headers for the terminal, where every column has to fit in one line.
+_SHORT = {"latent_dim": "latent", "explained_variance": "expl_var", "learning_rate": "lr",
+          "sparsity_weight": "sparsity_w", "weight_decay": "w_decay"}
+
+Row = dict[str, Any]
+Progress = Callable[[str], None]
+
+
+@dataclass
+class ComparisonReport:
+    experiment: str
+    run_id: str  # the comparison run holding comparison.md, comparison.csv and the figures
+    rows: list[Row]
+    artifacts: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what the figures had to leave out, and why
+
+
+# ---- finding the runs ---------------------------------------------------------------------------
+def _is_training_run(run: Run) -> bool:
+    tags = run.data.tags
+    return (run.info.status == "FINISHED" and bool(tags.get("model")) and "val_mse" in run.data.metrics
+            and tags.get(COMPARISON_TAG) != "true")
+
+
+def training_runs(experiment: str, dataset: str | None = None) -> list[Run]:
+    """The finished training runs of an experiment (nested tune trials included).
+
+    A run that is the parent of other training runs is a summary (a `tune` study), not a model
+    of its own, so it is left out even when it carries a `model` tag and the best trial's metrics.
+    """
+    client = mlflow.MlflowClient()
+    found = client.get_experiment_by_name(experiment)
+    if found is None or found.lifecycle_stage != "active":
+        raise UserError(f"experiment {experiment!r} not found in {mlflow.get_tracking_uri()}")
+    runs = mlflow.search_runs(experiment_ids=[found.experiment_id], filter_string="attributes.status = 'FINISHED'",
+                              output_format="list")
+    runs = [r for r in runs if _is_training_run(r)]
+    parents = {r.data.tags.get("mlflow.parentRunId") for r in runs}
+    runs = [r for r in runs if r.info.run_id not in parents]
+    if not runs:
+        raise UserError(f"experiment {experiment!r} has no finished training runs "
+                        "(runs tagged 'model' with a val_mse metric); train some with `aeservice train`")
+    if dataset:
+        chosen = [r for r in runs if dataset in (_dataset_of(r), r.data.params.get("dataset"))]
+        if not chosen:
+            have = ", ".join(sorted({_dataset_of(r) for r in runs}))
+            raise UserError(f"experiment {experiment!r} has no training runs on data set {dataset!r}; "
+                            f"it has: {have}")
+        runs = chosen
+    return runs
+
+
+def _dataset_of(run: Run) -> str:
+    return run.data.tags.get("dataset") or run.data.params.get("dataset", "?")
+
+
+# ---- the leaderboard ------------------------------------------------------------------------------
+def _latent(params: dict[str, str]) -> int | None:
+    for key in ("latent_dim_used", "latent_dim"):
+        try:
+            return int(float(params[key]))
+        except (KeyError, ValueError):
+            continue
+    return None
+
+
+def _row(run: Run) -> Row:
+    params, metrics, kind = run.data.params, run.data.metrics, run.data.tags["model"]
+    used = KIND_PARAMS.get(kind, PARAMS)
+    return {
+        "kind": kind,
+        "dataset": _dataset_of(run),
+        "latent_dim": _latent(params),
+        **{name: metrics.get(name) for name in METRICS},
+        **{name: params.get(name) if name in used else None for name in PARAMS},
+        "run_id": run.info.run_id,
+    }
+
+
+def _best_first(run: Run) -> tuple:
+    # lowest val_mse; on a tie the newest run
+    return run.data.metrics["val_mse"], -(run.info.start_time or 0)
+
+
+def _best_per_kind(runs: Sequence[Run]) -> list[Run]:
+    best: dict[tuple[str, str], Run] = {}
+    for run in sorted(runs, key=_best_first):
+        best.setdefault((_dataset_of(run), run.data.tags["model"]), run)
+    return list(best.values())
+
+
+def _order(row: Row) -> tuple:
+    missing = float("inf")
+    test = row["test_mse"] if row["test_mse"] is not None else missing
+    return row["dataset"], test, row["val_mse"], row["kind"]
+
+
+def leaderboard(runs: Sequence[Run], all_runs: bool = False) -> list[Row]:
+    """One row per run (or per best run of each data set and kind), sorted by test_mse per data set."""
+    chosen = list(runs) if all_runs else _best_per_kind(runs)
+    return sorted((_row(r) for r in chosen), key=_order)
+
+
+def _text(value: Any, blank: str) -> str:
+    if value is None:
+        return blank
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def format_table(rows: Sequence[Row]) -> str:
+    """A fixed-width table for the terminal: text left, numbers right, '-' where a value does not apply."""
+    headers = [_SHORT.get(c, c) for c in COLUMNS]
+    cells = [[_text(row[c], "-") for c in COLUMNS] for row in rows]
+    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
+    left = {"kind", "dataset", "run_id", "hidden"}
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(v.ljust(w) if c in left else v.rjust(w) for c, v, w in zip(COLUMNS, values, widths)).rstrip()
+
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in cells)])
+
+
+def to_markdown(rows: Sequence[Row]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |",
+             "|" + "|".join("---" if c in ("kind", "dataset", "hidden", "run_id") else "---:" for c in COLUMNS) + "|"]
+    lines += ["| " + " | ".join(_text(row[c], "-") for c in COLUMNS) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def to_csv(rows: Sequence[Row]) -> str:
+    """Full precision, empty cells where a value does not apply; the header is COLUMNS."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({c: "" if row[c] is None else row[c] for c in COLUMNS})
+    return out.getvalue()
+
+
+# ---- the figures ----------------------------------------------------------------------------------
+def load_run_model(run_id: str) -> Autoencoder:
+    """The model a training run logged at runs:/<id>/model, loaded with this package's code."""
+    from mlflow.models import Model
+
+    from aeservice.models import load_model
+    from aeservice.tracking import MODEL_ARTIFACT
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = mlflow.artifacts.download_artifacts(f"runs:/{run_id}/{MODEL_ARTIFACT}", dst_path=tmp)
+        conf = Model.load(local).flavors["python_function"]
+        return load_model(Path(local) / conf["artifacts"]["model"]["path"])
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(name).stem if "/" in name else name) or "data"
+
+
+def _dataset_figures(rows: list[Row], runs: dict[str, Run], progress: Progress) -> tuple[dict, list[str]]:
+    """Figures of one data set from its best run per kind; notes say what had to be left out.
+
+    Every model is shown on one split: the one of the best run's config (runs with other seeds or
+    sizes split differently, but their models still take the same rows).
+    """
+    from aeservice.tracking.comparison_plots import comparison_figures, test_mse_bars
+    from aeservice.training import prepare
+
+    name = rows[0]["dataset"]
+    prefix = f"plots/{_slug(name)}"
+    notes: list[str] = []
+    bars = {r["kind"]: r["test_mse"] for r in rows if r["test_mse"] is not None}
+    try:
+        prepared = prepare(TrainConfig.from_flat(runs[rows[0]["run_id"]].data.params))
+    except UserError as exc:
+        notes.append(f"{name}: only the test MSE bars; the data could not be loaded again ({exc})")
+        return {f"{prefix}/test_mse.png": test_mse_bars(bars, name)}, notes
+    models: dict[str, Autoencoder] = {}
+    for row in rows:
+        progress(f"loading {row['kind']} model of run {row['run_id']} ({name})")
+        try:
+            model = load_run_model(row["run_id"])
+        except Exception as exc:  # a trial logged without its model, a deleted artifact, ...
+            notes.append(f"{name}: {row['kind']} left out of the figures; its model did not load "
+                         f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
+            continue
+        if model.n_features_ != prepared.dataset.n_features:
+            notes.append(f"{name}: {row['kind']} left out of the figures; it takes {model.n_features_} features, "
+                         f"the data has {prepared.dataset.n_features}")
+            continue
+        models[row["kind"]] = model
+    figures = comparison_figures(models, bars, prepared.dataset, prepared.split, prefix)
+    return figures, notes
+
+
+# ---- the report -----------------------------------------------------------------------------------
+def _markdown_report(experiment: str, rows: list[Row], all_runs: bool, n_candidates: int,
+                     figures: Sequence[str], notes: Sequence[str]) -> str:
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    chosen = ("all of them" if all_runs
+              else "the best run of each data set and kind by val_mse")
+    parts = [
+        f"# Comparison of experiment `{experiment}`",
+        "",
+        f"{when}: {n_candidates} finished training runs; shown: {chosen}, sorted by test_mse within each "
+        "data set. Errors are in the data's own units on each run's held-out rows; test_elbo is the "
+        "VAE's (nats per row); `-` means the value does not apply to that kind.",
+        "",
+        to_markdown(rows),
+    ]
+    if figures:
+        parts += ["", "## Figures", ""] + [f"![{f}]({f})" for f in figures]
+    if notes:
+        parts += ["", "## Notes", ""] + [f"- {n}" for n in notes]
+    return "\n".join(parts) + "\n"
+
+
+def _description(report_md: str, limit: int = 8000) -> str:
+    """The run page's description: the report, or its start when it exceeds MLflow's tag limit."""
+    if len(report_md) <= limit:
+        return report_md
+    tail = "\n\n... (cut here; the whole table is in comparison.md and comparison.csv)\n"
+    return report_md[:report_md.rfind("\n", 0, limit - len(tail))] + tail
+
+
+def compare(experiment: str = "aeservice", dataset: str | None = None, all_runs: bool = False,
+            figures: bool = True, nested: bool = False, progress: Progress | None = None) -> ComparisonReport:
+    """Build the leaderboard of `experiment` and log it, with figures, to a new comparison run.
+
+    Everything that can fail (no such experiment, no runs, data that will not load) happens
+    before the comparison run starts. Under `mlflow run` the run MLflow made is the one used.
+    """
+    runs = training_runs(experiment, dataset)
+    import matplotlib.pyplot as plt
+
+    from aeservice.tracking import mlflow_run
+
+    progress = progress or (lambda message: None)
+    rows = leaderboard(runs, all_runs=all_runs)
+    by_id = {r.info.run_id: r for r in runs}
+    figs: dict[str, Any] = {}  # artifact path -> matplotlib Figure
+    notes: list[str] = []
+    if figures:
+        best = leaderboard(runs, all_runs=False)
+        for name in dict.fromkeys(r["dataset"] for r in best):
+            made, why = _dataset_figures([r for r in best if r["dataset"] == name], by_id, progress)
+            figs.update(made)
+            notes += why
+    for note in notes:
+        progress(f"note: {note}")
+    report_md = _markdown_report(experiment, rows, all_runs, len(runs), list(figs), notes)
+    tags = {COMPARISON_TAG: "true", "mlflow.note.content": _description(report_md)}
+    try:
+        with mlflow_run(experiment, nested=nested, tags=tags, run_name="comparison") as run:
+            have = mlflow.get_run(run.info.run_id).data.params
+            params = {"compared_experiment": experiment, "compared_dataset": dataset or "all",
+                      "compared_runs": "all" if all_runs else "best", "n_candidates": len(runs)}
+            mlflow.log_params({k: v for k, v in params.items() if k not in have})
+            mlflow.log_metric("n_rows", len(rows))
+            mlflow.log_text(report_md, "comparison.md")
+            mlflow.log_text(to_csv(rows), "comparison.csv")
+            for path, fig in figs.items():
+                mlflow.log_figure(fig, path)
+    finally:
+        for fig in figs.values():
+            plt.close(fig)
+    return ComparisonReport(experiment, run.info.run_id, rows, ["comparison.md", "comparison.csv", *figs], notes)
