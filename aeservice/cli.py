@@ -128,11 +128,30 @@ def config_from_options(options: dict[str, Any]) -> TrainConfig:
     return TrainConfig(data=data, model=model, experiment=o["experiment"]).validate()
 
 
+def _import_tensorflow_quietly() -> None:
+    """TensorFlow 2.21 prints C++ start-up lines before any log level applies; hide only those."""
+    if os.environ.get("KERAS_BACKEND") != "tensorflow" or "tensorflow" in sys.modules:
+        return
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        sys.stderr.flush()
+        os.dup2(devnull, 2)
+        import tensorflow  # noqa: F401
+    except ImportError:
+        pass  # Keras will raise it again, with the message visible
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def user_errors(func: Callable) -> Callable:
     """Bad input ends the command with one line and exit code 1, never a traceback."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        _import_tensorflow_quietly()
         from mlflow.exceptions import MlflowException
 
         try:
@@ -177,7 +196,8 @@ def train(quiet: bool, **options: Any) -> None:
     d = prepared.dataset
     click.echo(f"training {config.model.model} on {d.name} ({len(d.x)} rows x {d.n_features} features, {d.kind})",
                err=True)
-    callbacks = [] if quiet else [progress_printer(config.model.epochs)]
+    epochs = 1 if config.model.model == "pca" else config.model.epochs  # PCA fits in one step
+    callbacks = [] if quiet else [progress_printer(epochs)]
     run_id, result = train_run(prepared, callbacks=callbacks)
     metrics = "  ".join(f"{k} {v:.5g}" for k, v in result.metrics.items())
     click.echo(f"run {run_id}: {metrics}")

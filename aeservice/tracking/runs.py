@@ -117,8 +117,10 @@ def train_run(prepared: Prepared, callbacks: Sequence[EpochCallback] = (), neste
                     run_name=f"{cfg.model.model}-{data.name}") as run:
         _log_new_params({**cfg.flatten(), "n_features": data.n_features, "n_train": len(split.train),
                          "data_kind_used": data.kind})
-        mlflow.log_input(mlflow.data.from_numpy(split.train, source=data.source or data.name, name=data.name),
-                         context="training")
+        with warnings.catch_warnings():  # a file path "can be interpreted in multiple ways": it is a path
+            warnings.simplefilter("ignore", UserWarning)
+            dataset_input = mlflow.data.from_numpy(split.train, source=data.source or data.name, name=data.name)
+        mlflow.log_input(dataset_input, context="training")
         result = fit_and_evaluate(prepared, callbacks=[metrics_logger(), *callbacks])
         mlflow.log_metrics(result.metrics)
         mlflow.log_param("latent_dim_used", result.model.latent_dim_)
