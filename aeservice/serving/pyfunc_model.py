@@ -5,6 +5,7 @@ in `load_context`; each request is a direct call of the Keras models on one nump
 """
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 
@@ -17,12 +18,37 @@ from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE  # noqa: E402
 from mlflow.pyfunc import PythonModel  # noqa: E402
 
+_logger = logging.getLogger("aeservice.serving")
+
+
+class RequestError(MlflowException):
+    """A bad request: HTTP 400 whose message is ours alone.
+
+    MLflow's scoring server prefixes the message of any MlflowException from `predict` with
+    "Failed to predict data '<the whole input>'"; for a 1000-row request that buries the one
+    line that says what is wrong. The message is set once, in __init__, and kept.
+    """
+
+    def __init__(self, message: str):
+        super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
+
+    @property
+    def message(self) -> str:
+        return self._message
+
+    @message.setter
+    def message(self, value: str) -> None:
+        if not hasattr(self, "_message"):
+            self._message = value
+
 
 class AutoencoderPyfunc(PythonModel):
     def load_context(self, context):
         from aeservice.models import load_model
+        from aeservice.serving.methods import warm_up
 
         self.model = load_model(context.artifacts["model"])
+        warm_up(self.model)  # compile the inference steps now, not in the first requests
 
     def predict(self, context, model_input, params=None):
         from aeservice.errors import UserError
@@ -31,7 +57,13 @@ class AutoencoderPyfunc(PythonModel):
         try:
             return run_method(self.model, model_input, params)
         except UserError as exc:  # a 400 that names the problem, never a 500
-            raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
+            raise RequestError(str(exc)) from None
+        except MlflowException:
+            raise
+        except Exception as exc:  # not foreseen: still say what failed, not MLflow's "unexpected error"
+            _logger.exception("predict failed")
+            method = (params or {}).get("method") or "encode"
+            raise RequestError(f"{method} failed on this input: {type(exc).__name__}: {exc}") from None
 
 
 mlflow.models.set_model(AutoencoderPyfunc())
