@@ -200,6 +200,7 @@ BAD_REQUESTS = [
     ("non-numeric-csv", "a,b\n1,x\n", CSV, ["non-numeric values in column(s) b"]),
     ("nan", '{"inputs": [[NaN' + ", 0" * 63 + "]]}", JSON, ["NaN or infinite"]),
     ("infinity", '{"inputs": [[Infinity' + ", 0" * 63 + "]]}", JSON, ["NaN or infinite"]),
+    ("overflow", json.dumps({"inputs": [[1e300] * 64]}), JSON, ["non-finite values", "too large"]),
     ("null", json.dumps({"inputs": [[None] + [0] * 63]}), JSON, ["NaN or infinite"]),
     ("missing-record-field", json.dumps({"dataframe_records": [{"a": 1, "b": 2}, {"a": 3}]}), JSON,
      ["NaN or infinite"]),
@@ -254,6 +255,46 @@ def test_server_is_healthy_after_the_bad_requests(server):
         assert response.status == 200
     status, out = _post(server, *_body("inputs", server.x, {"method": "score"}))
     assert status == 200 and len(out["predictions"]) == len(server.x)
+
+
+# ---- the fast path: numpy plans of frozen Keras nets ---------------------------------------------------
+@pytest.mark.parametrize("kind", ["ae", "sparse", "vae"])
+def test_frozen_model_runs_numpy_plans_that_match_keras(kind, tmp_path):
+    from aeservice.models import load_model
+    from aeservice.serving.methods import prepare_for_serving, run_method
+    from aeservice.training import fit_and_evaluate
+
+    prepared = prepare(small_config(kind, epochs=2, hidden=(16, 8)))
+    path = fit_and_evaluate(prepared).model.save(tmp_path / kind)
+    keras_model, frozen = load_model(path), load_model(path)
+    assert prepare_for_serving(frozen) == {"encoder_": True, "decoder_": True}
+    x = prepared.split.test[:20]
+    z = keras_model.encode(x)
+    for method, rows, params in (("encode", x, {}), ("decode", z, {}), ("reconstruct", x, {}), ("score", x, {}),
+                                 ("sample", [[0]], {"n": 7, "seed": 2})):
+        want = run_method(keras_model, rows, {"method": method, **params})
+        got = run_method(frozen, rows, {"method": method, **params})
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, err_msg=method)
+
+
+def test_nets_with_other_layers_get_no_plan_and_plain_ones_match():
+    import keras
+
+    from aeservice.models.plan import dense_plan
+
+    def net(*middle):
+        x = keras.Input((5,))
+        h = keras.layers.Dense(4, activation="relu")(x)
+        for layer in middle:
+            h = layer(h)
+        return keras.Model(x, keras.layers.Dense(3, activation="sigmoid")(h))
+
+    assert dense_plan(net(keras.layers.Dropout(0.5))) is None
+    assert dense_plan(net(keras.layers.BatchNormalization())) is None
+    assert dense_plan(net(keras.layers.Dense(4, activation="gelu"))) is None  # not in ACTIVATIONS
+    plain = net(keras.layers.Dense(6, activation="tanh", use_bias=False))
+    x = np.random.default_rng(0).standard_normal((9, 5)).astype("float32")
+    np.testing.assert_allclose(dense_plan(plain)(x), keras.ops.convert_to_numpy(plain(x)), rtol=1e-5, atol=1e-6)
 
 
 # ---- the copy-paste client in scripts/ --------------------------------------------------------------

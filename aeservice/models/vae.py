@@ -6,7 +6,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from aeservice.models.keras_base import KerasAutoencoder, dense_stack, infer
+from aeservice.models.keras_base import KerasAutoencoder, dense_stack
 from aeservice.models.layers import MIN_VARIANCE, KLDivergence, Sampling, bernoulli_nll, gaussian_nll, mean_of_prediction
 
 __all__ = ["VariationalAutoencoder"]
@@ -47,7 +47,7 @@ class VariationalAutoencoder(KerasAutoencoder):
             self.decoder_log_var_ = np.log(np.mean((x_train - self._decode(z)) ** 2, axis=0) + MIN_VARIANCE)
 
     def _posterior(self, x_scaled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        mean, log_var = infer(self.encoder_, x_scaled)
+        mean, log_var = self._run("encoder_", x_scaled)
         return mean, log_var
 
     def _encode(self, x: np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ import numpy as np
 from aeservice.errors import UserError
 from aeservice.models import Autoencoder
 
-__all__ = ["METHODS", "MAX_SAMPLES", "DEFAULT_SAMPLES", "as_matrix", "run_method", "warm_up"]
+__all__ = ["METHODS", "MAX_SAMPLES", "DEFAULT_SAMPLES", "as_matrix", "prepare_for_serving", "run_method", "warm_up"]
 
 MAX_SAMPLES = 10_000  # upper bound on `n` for sample: keeps one response below ~10 MB of JSON
 DEFAULT_SAMPLES = 10
@@ -84,15 +84,25 @@ def run_method(model: Autoencoder, model_input: Any, params: dict | None) -> np.
     method = params.get("method") or "encode"
     if method not in METHODS:
         raise UserError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    return METHODS[method](model, as_matrix(model_input), params)
+    out = METHODS[method](model, as_matrix(model_input), params)
+    if not np.isfinite(out).all():  # JSON has no NaN/inf: say why instead of sending invalid JSON
+        raise UserError(f"{method} gave non-finite values: input values are too large for this model")
+    return out
+
+
+def prepare_for_serving(model: Autoencoder) -> dict[str, bool]:
+    """Freeze the model (numpy plans for its nets where they match) and warm every method up."""
+    plans = model.freeze()
+    warm_up(model)
+    return plans
 
 
 def warm_up(model: Autoencoder) -> None:
     """Run every method once at load time, on two batch sizes.
 
-    Keras compiles each net's inference step on first use and TensorFlow retraces it once more
-    for a second batch size before it generalizes to any size: doing that here keeps 30-60 ms
-    of tracing out of the first requests a server answers.
+    A net without a numpy plan runs Keras' compiled inference step, which is traced on first use
+    and once more for a second batch size before it generalizes to any size: doing that here
+    keeps 30-60 ms of tracing out of the first requests a server answers.
     """
     data, latent = np.zeros((2, model.n_features_)), np.zeros((2, model.latent_dim_))
     for rows in (1, 2):

@@ -1,7 +1,8 @@
 """The MLflow pyfunc, as models-from-code: MLflow logs this file, not a pickled object.
 
 The model directory (meta.json, state.npz, encoder/decoder .keras) is an artifact, loaded once
-in `load_context`; each request is a direct call of the Keras models on one numpy array.
+in `load_context` and frozen for serving: each request runs the nets on one numpy array, as numpy
+plans of their Dense layers where those reproduce Keras, else as one compiled Keras call.
 """
 from __future__ import annotations
 
@@ -45,10 +46,11 @@ class RequestError(MlflowException):
 class AutoencoderPyfunc(PythonModel):
     def load_context(self, context):
         from aeservice.models import load_model
-        from aeservice.serving.methods import warm_up
+        from aeservice.serving.methods import prepare_for_serving
 
         self.model = load_model(context.artifacts["model"])
-        warm_up(self.model)  # compile the inference steps now, not in the first requests
+        plans = prepare_for_serving(self.model)  # numpy plans where they match Keras; warmed up
+        _logger.info("aeservice %s model loaded; numpy inference plans: %s", self.model.kind, plans)
 
     def predict(self, context, model_input, params=None):
         from aeservice.errors import UserError
