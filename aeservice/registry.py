@@ -10,6 +10,7 @@ import contextlib
 import io
 import logging
 import math
+import re
 from dataclasses import dataclass
 
 import mlflow
@@ -85,7 +86,7 @@ def register_run(run_id: str, name: str, force: bool = False) -> Registration:
     run = _get_run(client, run_id)
     val_mse = run.data.metrics.get(METRIC)
     if val_mse is None:
-        raise UserError(f"run {run_id} has no {METRIC} metric; register a run made by `aeservice train` or `tune`")
+        raise UserError(f"run {run_id} has no {METRIC} metric; register a run made by aeservice train or tune")
     if not math.isfinite(val_mse):
         raise UserError(f"run {run_id} has a non-finite {METRIC} ({val_mse}); it cannot be a champion")
     _require_logged_model(client, run)
@@ -116,11 +117,16 @@ def _get_run(client: MlflowClient, run_id: str):
         run = client.get_run(run_id)
     except MlflowException as exc:
         if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
-            raise UserError(f"unknown run id {run_id!r} in {mlflow.get_tracking_uri()}") from None
+            raise UserError(f"unknown run id {run_id!r} in {_redacted(mlflow.get_tracking_uri())}") from None
         raise
     if run.info.status in ("FAILED", "KILLED"):
         raise UserError(f"run {run_id} {run.info.status.lower()}; register a finished run")
     return run
+
+
+def _redacted(uri: str) -> str:
+    """The tracking URI without any user:password@ part, fit for an error message."""
+    return re.sub(r"//[^/@]*@", "//***@", str(uri))
 
 
 def _require_logged_model(client: MlflowClient, run) -> None:
