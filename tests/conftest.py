@@ -17,6 +17,15 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _work_in_a_temp_folder(tmp_path_factory):
+    """SQLite stores put artifacts in ./mlruns of the working folder: keep that out of the repo."""
+    old = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("cwd"))
+    yield
+    os.chdir(old)
+
+
 def small_config(kind: str, dataset: str = "digits", **model_kw) -> TrainConfig:
     """Few epochs and a narrow net: enough to exercise every path in seconds."""
     settings = dict(model=kind, epochs=3, hidden=(32,), batch_size=64, patience=0)

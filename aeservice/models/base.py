@@ -67,6 +67,10 @@ class Autoencoder(ABC):
         x = self._check_width(x, self.n_features_, "data")
         return np.mean((x - self.reconstruct(x)) ** 2, axis=1)
 
+    def freeze(self) -> dict[str, bool]:
+        """Prepare for inference only (serving); kinds with a faster inference path take it here."""
+        return {}
+
     def evaluation_metrics(self, x: np.ndarray, seed: int = 0) -> dict[str, float]:
         """Kind-specific extra metrics on held-out rows (the VAE adds its ELBO)."""
         return {}

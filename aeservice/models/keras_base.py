@@ -5,6 +5,7 @@ A kind supplies its encoder/decoder and a training graph whose outputs are named
 """
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -13,12 +14,51 @@ import numpy as np
 
 from aeservice.errors import UserError
 from aeservice.models.base import Autoencoder, EpochCallback
+from aeservice.models.plan import dense_plan
 
-__all__ = ["KerasAutoencoder", "DivergedError", "dense_stack"]
+__all__ = ["KerasAutoencoder", "DivergedError", "dense_stack", "infer"]
 
 
 class DivergedError(UserError):
     """The loss became NaN or infinite; the message says at which epoch."""
+
+
+class _ExpectedRetracing(logging.Filter):
+    """Drops TensorFlow's "triggered tf.function retracing" warning, a false alarm here.
+
+    Each net's compiled step is traced twice (first batch size, then any size). TensorFlow counts
+    traces per function *code*, so a process that loads several models (tune trials, MLflow's
+    check of each logged model) looks to it like tf.functions created in a loop.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+logging.getLogger("tensorflow").addFilter(_ExpectedRetracing())
+
+
+def infer(net: keras.Model, x: np.ndarray):
+    """One inference call of a Keras net on a numpy batch; float64 numpy out (a list if several).
+
+    `predict_on_batch` runs the step Keras compiles once per backend (a tf.function on
+    TensorFlow): measured 0.4 ms per call for 1 or 1000 digits rows against 1.3 ms for an eager
+    `net(x)` and 85+ ms for `predict`, whose batching loop and callbacks cost milliseconds.
+    Inputs are always float32, so the compiled step is traced for one dtype only.
+    """
+    return _as_float64(net.predict_on_batch(np.asarray(x, dtype="float32")))
+
+
+def _as_float64(out):
+    if isinstance(out, (list, tuple)):
+        return [np.asarray(o, dtype=np.float64) for o in out]
+    return np.asarray(out, dtype=np.float64)
+
+
+def _same(a, b) -> bool:
+    """Plan and net agree (float32 rounding apart)."""
+    a, b = (a if isinstance(a, list) else [a]), (b if isinstance(b, list) else [b])
+    return len(a) == len(b) and all(x.shape == y.shape and np.allclose(x, y, rtol=1e-3, atol=1e-4) for x, y in zip(a, b))
 
 
 def dense_stack(x, sizes, activation: str, l2: float, prefix: str):
@@ -81,10 +121,29 @@ class KerasAutoencoder(Autoencoder):
                                 f"{bad[0] + 1}; try a smaller --learning-rate or --beta")
 
     def _encode(self, x: np.ndarray) -> np.ndarray:
-        return keras.ops.convert_to_numpy(self.encoder_(x.astype("float32"), training=False)).astype(np.float64)
+        return self._run("encoder_", x)
 
     def _decode(self, z: np.ndarray) -> np.ndarray:
-        return keras.ops.convert_to_numpy(self.decoder_(z.astype("float32"), training=False)).astype(np.float64)
+        return self._run("decoder_", z)
+
+    def freeze(self) -> dict[str, bool]:
+        """For inference only (serving): run each net as a numpy plan where one reproduces it.
+
+        A plan is kept only if it matches the Keras net on a probe batch; other nets keep the
+        compiled Keras call. The weights are copied, so never train a frozen model further.
+        """
+        self.plans_ = {}
+        rng = np.random.default_rng(0)
+        for attr, width in (("encoder_", self.n_features_), ("decoder_", self.latent_dim_)):
+            net, probe = getattr(self, attr), rng.standard_normal((16, width))
+            plan = dense_plan(net)
+            if plan is not None and _same(_as_float64(plan(probe)), infer(net, probe)):
+                self.plans_[attr] = plan
+        return {attr: attr in self.plans_ for attr in ("encoder_", "decoder_")}
+
+    def _run(self, attr: str, x: np.ndarray):
+        plan = getattr(self, "plans_", {}).get(attr)
+        return _as_float64(plan(x)) if plan is not None else infer(getattr(self, attr), x)
 
     def _save_files(self, path: Path) -> None:
         self.encoder_.save(path / "encoder.keras")

@@ -66,9 +66,8 @@ class VariationalAutoencoder(KerasAutoencoder):
             self.decoder_log_var_ = np.log(np.mean((x_train - self._decode(z)) ** 2, axis=0) + MIN_VARIANCE)
 
     def _posterior(self, x_scaled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        mean, log_var = self.encoder_(x_scaled.astype("float32"), training=False)
-        return (keras.ops.convert_to_numpy(mean).astype(np.float64),
-                keras.ops.convert_to_numpy(log_var).astype(np.float64))
+        mean, log_var = self._run("encoder_", x_scaled)
+        return mean, log_var
 
     def _encode(self, x: np.ndarray) -> np.ndarray:
         return self._posterior(x)[0]

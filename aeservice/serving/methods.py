@@ -11,7 +11,7 @@ import numpy as np
 from aeservice.errors import UserError
 from aeservice.models import Autoencoder
 
-__all__ = ["METHODS", "MAX_SAMPLES", "DEFAULT_SAMPLES", "as_matrix", "run_method"]
+__all__ = ["METHODS", "MAX_SAMPLES", "DEFAULT_SAMPLES", "as_matrix", "prepare_for_serving", "run_method", "warm_up"]
 
 MAX_SAMPLES = 10_000  # upper bound on `n` for sample: keeps one response below ~10 MB of JSON
 DEFAULT_SAMPLES = 10
@@ -21,7 +21,7 @@ def as_matrix(model_input: Any) -> np.ndarray:
     """Any MLflow input (DataFrame, array, list, dict of one column) as a finite 2-D float array."""
     if hasattr(model_input, "to_numpy"):  # pandas DataFrame / Series
         frame = model_input
-        if getattr(frame, "ndim", 2) == 2:
+        if getattr(frame, "ndim", 2) == 2 and len(frame) > 0:  # empty frames: the empty-input error below
             bad = [c for c in frame.columns if frame[c].dtype.kind not in "biuf"]
             if bad:
                 raise UserError(f"non-numeric values in column(s) {', '.join(map(str, bad[:5]))}")
@@ -39,7 +39,8 @@ def as_matrix(model_input: Any) -> np.ndarray:
     if x.ndim != 2:
         raise UserError(f"input must be a 2-D array of rows, got {x.ndim} dimensions")
     if x.shape[0] == 0 or x.shape[1] == 0:
-        raise UserError("input is empty: send at least one row")
+        hint = " (a CSV body needs a header line, then one line per row)" if x.shape[1] else ""
+        raise UserError(f"input is empty: send at least one row{hint}")
     if not np.isfinite(x).all():
         raise UserError("input has NaN or infinite values")
     return x
@@ -83,4 +84,28 @@ def run_method(model: Autoencoder, model_input: Any, params: dict | None) -> np.
     method = params.get("method") or "encode"
     if method not in METHODS:
         raise UserError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    return METHODS[method](model, as_matrix(model_input), params)
+    out = METHODS[method](model, as_matrix(model_input), params)
+    if not np.isfinite(out).all():  # JSON has no NaN/inf: say why instead of sending invalid JSON
+        raise UserError(f"{method} gave non-finite values: input values are too large for this model")
+    return out
+
+
+def prepare_for_serving(model: Autoencoder) -> dict[str, bool]:
+    """Freeze the model (numpy plans for its nets where they match) and warm every method up."""
+    plans = model.freeze()
+    warm_up(model)
+    return plans
+
+
+def warm_up(model: Autoencoder) -> None:
+    """Run every method once at load time, on two batch sizes.
+
+    A net without a numpy plan runs Keras' compiled inference step, which is traced on first use
+    and once more for a second batch size before it generalizes to any size: doing that here
+    keeps 30-60 ms of tracing out of the first requests a server answers.
+    """
+    data, latent = np.zeros((2, model.n_features_)), np.zeros((2, model.latent_dim_))
+    for rows in (1, 2):
+        for method in METHODS:
+            run_method(model, latent[:rows] if method == "decode" else data[:rows],
+                       {"method": method, "n": rows})

@@ -73,8 +73,7 @@ def metrics_logger() -> EpochCallback:
 
 def log_model(model: Autoencoder, example: np.ndarray) -> str:
     """Log the pyfunc (this package's code + the saved model directory); returns its URI."""
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*Add type hints")  # we validate inputs ourselves
+    with tempfile.TemporaryDirectory() as tmp:
         model_dir = model.save(Path(tmp) / "autoencoder")
         info = mlflow.pyfunc.log_model(
             name=MODEL_ARTIFACT,

@@ -1,0 +1,104 @@
+"""Inference plans: a frozen Keras net of Dense layers, run as a few numpy matrix products.
+
+The serving fast path. Any Keras call costs a fixed ~0.4 ms (compiled `predict_on_batch`) to
+1.3 ms (eager) in the TensorFlow runtime, whatever the batch; a 1-row request to
+`mlflow models serve` costs about 2 ms in all, so that fixed cost alone is 20-60 %. The same
+Dense layers as numpy take microseconds. The plan reads the net's structure from its public
+`get_config()` (the one .keras files store) and its weights from `get_weights()`, so it works
+on every Keras backend; a net with any other kind of layer gets no plan, and a plan is only
+used after it reproduced the Keras outputs on a probe batch (see `KerasAutoencoder.freeze`).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+__all__ = ["ACTIVATIONS", "DensePlan", "dense_plan"]
+
+ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "linear": lambda v: v,
+    "relu": lambda v: np.maximum(v, 0),
+    "sigmoid": lambda v: 0.5 * (1 + np.tanh(0.5 * v)),  # = 1 / (1 + e^-v), without overflow
+    "tanh": np.tanh,
+    "softplus": lambda v: np.logaddexp(0, v),
+}
+
+
+class DensePlan:
+    """Callable like a Keras net on one numpy batch: float32 math, an array or a list of arrays out."""
+
+    def __init__(self, input_name: str, steps: list[tuple[str, str, np.ndarray, np.ndarray | None, str]],
+                 outputs: list[str]):
+        self.input_name, self.steps, self.outputs = input_name, steps, outputs
+
+    def __call__(self, x: np.ndarray) -> np.ndarray | list[np.ndarray]:
+        values = {self.input_name: np.asarray(x, dtype=np.float32)}
+        with _one_blas_thread():
+            for name, source, kernel, bias, activation in self.steps:
+                out = values[source] @ kernel
+                if bias is not None:
+                    out += bias
+                values[name] = ACTIVATIONS[activation](out)
+        found = [values[name] for name in self.outputs]
+        return found[0] if len(found) == 1 else found
+
+
+_BLAS = None
+
+
+def _one_blas_thread():
+    """BLAS on one thread for these small products (a 7 us switch per call).
+
+    Measured on 2 busy cores: 1000 digits rows through 64-256-128 took 1.3 ms on one OpenBLAS
+    thread and 7-15 ms on two, whose threads spin against TensorFlow's and other processes'.
+    """
+    global _BLAS
+    if _BLAS is None:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS = ThreadpoolController().select(user_api="blas")
+    return _BLAS.limit(limits=1)
+
+
+def _history(node_args) -> str | None:
+    """The layer name a Dense layer reads from, in the saved-config format of Keras 3."""
+    if not isinstance(node_args, list) or len(node_args) != 1:
+        return None
+    tensor = node_args[0]
+    if not isinstance(tensor, dict) or tensor.get("class_name") != "__keras_tensor__":
+        return None
+    history = tensor.get("config", {}).get("keras_history")
+    return history[0] if history and list(history[1:]) == [0, 0] else None
+
+
+def dense_plan(net) -> DensePlan | None:
+    """A plan for a functional net of one input and Dense layers only; None for anything else."""
+    try:
+        config = net.get_config()
+        layers = {layer.name: layer for layer in net.layers}
+        inputs = config["input_layers"]
+        inputs = inputs[0] if inputs and isinstance(inputs[0], (list, tuple)) else inputs
+        if len(inputs) != 3 or list(inputs[1:]) != [0, 0]:
+            return None
+        steps = []
+        for entry in config["layers"]:
+            kind, name, settings = entry["class_name"], entry["name"], entry["config"]
+            if kind == "InputLayer" and name == inputs[0]:
+                continue
+            if kind != "Dense" or settings.get("activation") not in ACTIVATIONS or settings.get("lora_rank"):
+                return None
+            nodes = entry.get("inbound_nodes") or []
+            source = _history(list(nodes[0].get("args", []))) if len(nodes) == 1 and not nodes[0].get("kwargs") else None
+            if source is None:
+                return None
+            weights = [np.asarray(w, dtype=np.float32) for w in layers[name].get_weights()]
+            kernel, bias = weights[0], (weights[1] if settings.get("use_bias", True) else None)
+            steps.append((name, source, kernel, bias, settings["activation"]))
+        outputs = config["output_layers"]
+        outputs = [outputs] if outputs and not isinstance(outputs[0], (list, tuple)) else outputs
+        if any(list(out[1:]) != [0, 0] for out in outputs):
+            return None
+        return DensePlan(inputs[0], steps, [out[0] for out in outputs])
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+        return None
