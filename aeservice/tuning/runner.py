@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,32 +82,44 @@ def tune(config: TrainConfig, settings: TuneSettings | None = None, progress: bo
         raise UserError(f"timeout must be positive seconds, got {settings.timeout}")
     storage_url = settings.storage or default_storage()
     study_name = settings.study_name or f"{kind}-{prepared.dataset.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    verbosity = optuna.logging.get_verbosity()
+    if progress:  # our line per trial replaces Optuna's log lines (and their tracebacks of failed trials)
+        optuna.logging.set_verbosity(logging.ERROR)
+    try:
+        return _tune(prepared, space, spec, settings, storage_url, study_name, progress)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+
+
+def _tune(prepared, space, spec, settings: TuneSettings, storage_url: str, study_name: str,
+          progress: bool) -> TuneResult:
+    config, kind = prepared.config, prepared.config.model.model
     storage = open_storage(storage_url, settings.heartbeat_interval, max_retry=settings.max_retry)
     pruner = make_pruner(settings.pruner, config.model.epochs, settings.prune_startup_trials,
                          settings.prune_warmup_epochs)
     study = open_study(study_name, storage, spec.direction, make_sampler(config.model.seed), pruner,
                        {"model": kind, "dataset": prepared.dataset.name, "objective": spec.name})
     shown = redact(storage_url)
+    if progress:
+        done = len(study.get_trials(deepcopy=False))
+        print(f"study {study_name} in {shown}: " + (f"resuming after {done} trials" if done else "new"),
+              file=sys.stderr, flush=True)
     tags = {"model": kind, "dataset": prepared.dataset.name, "optuna.study": study_name, "optuna.storage": shown}
 
-    searched = {p for p in space}
+    searched = set(space)
     fixed_params = {k: v for k, v in config.flatten().items()
                     if not any(p in searched for p in OPTION_PARAMS.get(k, ()))}
     callbacks = [progress_printer(spec.name)] if progress else []
-    verbosity = optuna.logging.get_verbosity()
     with mlflow_run(config.experiment, tags=tags, run_name=f"tune-{study_name}") as parent:
         mlflow.set_tags(tags)  # under `mlflow run` the run already existed without them
         _log_new_params({**fixed_params, "study_name": study_name, "storage": shown, "objective": spec.name,
                          "direction": spec.direction, "pruner": settings.pruner, "n_trials": settings.n_trials,
                          "timeout": settings.timeout, **{f"search.{k}": v for k, v in describe(space).items()}})
         objective = TrialObjective(prepared, space, spec, study_name, prune=settings.pruner != "none")
-        if progress:
-            optuna.logging.set_verbosity(logging.WARNING)  # our line per trial replaces Optuna's
         try:
             study.optimize(objective, n_trials=settings.n_trials, timeout=settings.timeout,
                            catch=(UserError,), callbacks=callbacks, gc_after_trial=True)
         finally:  # also on Ctrl-C: what finished is summarised before the run ends KILLED
-            optuna.logging.set_verbosity(verbosity)
             summary = log_summary(study, spec.name)
             best = summary["best"]
             best_run_id = best.user_attrs.get(RUN_ID_ATTR) if best is not None else None
