@@ -115,7 +115,7 @@ PRUNERS: dict[str, Callable[[int, int, int], optuna.pruners.BasePruner]] = {
     "median": lambda epochs, startup, warmup: optuna.pruners.MedianPruner(
         n_startup_trials=startup, n_warmup_steps=warmup),
     "hyperband": lambda epochs, startup, warmup: optuna.pruners.HyperbandPruner(
-        min_resource=max(1, warmup), max_resource=max(epochs, 1), reduction_factor=3),
+        min_resource=max(1, min(warmup, epochs)), max_resource=max(epochs, 1), reduction_factor=3),
     "none": lambda epochs, startup, warmup: optuna.pruners.NopPruner(),
 }
 
