@@ -244,13 +244,14 @@ def _auto(value: Any) -> bool:
                    "sparsity_weight sparsity_target.")
 @click.option("--prune-startup", type=float, default=5, show_default=True,
               help="Complete trials before the median pruner prunes anything.")
-@click.option("--prune-warmup", type=float, default=5, show_default=True,
-              help="Epochs each trial trains before it can be pruned (hyperband: its smallest budget).")
+@click.option("--prune-warmup", type=_IntOrAuto(), default=None,
+              help="Epochs each trial trains before it can be pruned (hyperband: its smallest budget). "
+                   "[default: auto = max(5, epochs / 10)]")
 @click.option("--quiet", is_flag=True, help="No line per trial.")
 @click.pass_context
 @user_errors
 def tune(ctx: click.Context, n_trials: float, timeout: float, storage: str, study_name: str, pruner: str,
-         objective: str, direction: str, ranges: tuple[str, ...], prune_startup: float, prune_warmup: float,
+         objective: str, direction: str, ranges: tuple[str, ...], prune_startup: float, prune_warmup: int | None,
          quiet: bool, **options: Any) -> None:
     """Search hyperparameters with Optuna; every trial is a nested MLflow run of `train`.
 
@@ -273,8 +274,8 @@ def tune(ctx: click.Context, n_trials: float, timeout: float, storage: str, stud
     from aeservice.tuning import tune as run_tune
 
     trials = _whole(n_trials, "n_trials")
-    if trials < 0 or timeout < 0:
-        raise UserError("n_trials and timeout must not be negative")
+    if trials < 0 or timeout < 0 or (prune_warmup or 0) < 0 or prune_startup < 0:
+        raise UserError("n_trials, timeout, prune_startup and prune_warmup must not be negative")
     if trials == 0 and timeout == 0:
         raise UserError("give --n-trials or --timeout: with neither the study would never end")
     settings = TuneSettings(
@@ -282,7 +283,7 @@ def tune(ctx: click.Context, n_trials: float, timeout: float, storage: str, stud
         study_name=None if _auto(study_name) else study_name, pruner=pruner, objective=objective,
         direction=None if direction == "auto" else direction, fixed=fixed, ranges=parse_ranges(ranges),
         prune_startup_trials=_whole(prune_startup, "prune_startup"),
-        prune_warmup_epochs=_whole(prune_warmup, "prune_warmup"),
+        prune_warmup_epochs=prune_warmup,
     )
     fixed_text = ", ".join(f"{n}={options[n]}" for n in fixed) or "none"
     click.echo(f"tuning {config.model.model} on {config.data.dataset}; fixed: {fixed_text}", err=True)

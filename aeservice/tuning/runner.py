@@ -34,7 +34,7 @@ class TuneSettings:
     fixed: tuple[str, ...] = ()  # options the user set (latent_dim, hidden, beta, ...): not searched
     ranges: dict[str, tuple[float, float]] = field(default_factory=dict)  # searched name -> (low, high)
     prune_startup_trials: int = 5  # complete trials before the median pruner judges anyone
-    prune_warmup_epochs: int = 5  # early epochs are noisy: no pruning before this many
+    prune_warmup_epochs: int | None = None  # no pruning before this many epochs; None: max(5, epochs / 10)
     heartbeat_interval: int = 60  # seconds; a dead worker's trial is failed and retried after 2x this
     max_retry: int = 2  # retries of a trial whose worker died
 
@@ -95,14 +95,16 @@ def _tune(prepared, space, spec, settings: TuneSettings, storage_url: str, study
           progress: bool) -> TuneResult:
     config, kind = prepared.config, prepared.config.model.model
     storage = open_storage(storage_url, settings.heartbeat_interval, max_retry=settings.max_retry)
-    pruner = make_pruner(settings.pruner, config.model.epochs, settings.prune_startup_trials,
-                         settings.prune_warmup_epochs)
+    warmup = settings.prune_warmup_epochs
+    if warmup is None:  # early epochs rank learning rates, not models: let every trial get going first
+        warmup = max(5, config.model.epochs // 10)
+    pruner = make_pruner(settings.pruner, config.model.epochs, settings.prune_startup_trials, warmup)
     study = open_study(study_name, storage, spec.direction, make_sampler(config.model.seed), pruner,
                        {"model": kind, "dataset": prepared.dataset.name, "objective": spec.name})
     shown = redact(storage_url)
     if progress:
         done = len(study.get_trials(deepcopy=False))
-        print(f"study {study_name} in {shown}: " + (f"resuming after {done} trials" if done else "new"),
+        print(f"study {study_name} in {shown}: " + (f"resuming, {done} trials so far" if done else "new"),
               file=sys.stderr, flush=True)
     tags = {"model": kind, "dataset": prepared.dataset.name, "optuna.study": study_name, "optuna.storage": shown}
 
