@@ -297,7 +297,7 @@ def test_ctrl_c_keeps_finished_trials_and_kills_the_parent(store):
             time.sleep(0.5)
             try:
                 trials = optuna.load_study(study_name="stop", storage=storage).trials
-            except KeyError:
+            except Exception:  # the study (or its tables) is not there yet
                 continue
             if any(t.state.name == "COMPLETE" for t in trials):
                 os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C, delivered to the main thread

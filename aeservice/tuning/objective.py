@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import mlflow
 import optuna
@@ -120,9 +120,10 @@ class TrialObjective:
     """The function Optuna calls once per trial."""
 
     def __init__(self, prepared: Prepared, space: Mapping[str, Param], spec: ObjectiveSpec, study_name: str,
-                 prune: bool = True):
+                 prune: bool = True, callbacks: Sequence[EpochCallback] = ()):
         self.prepared, self.space, self.spec = prepared, dict(space), spec
         self.study_name, self.prune = study_name, prune and KIND_SPACES[prepared.config.model.model].prunable
+        self.callbacks = list(callbacks)  # more epoch listeners, e.g. the Ctrl-C check
 
     def __call__(self, trial: optuna.Trial) -> float:
         config = apply_params(self.prepared.config, suggest(trial, self.space))
@@ -130,7 +131,7 @@ class TrialObjective:
         tags = {"optuna.trial": str(trial.number), "optuna.study": self.study_name}
         callback = pruning_callback(trial, self.spec.signal, config.model.epochs, self.prune)
         try:
-            run_id, result = train_run(prepared, callbacks=[callback], nested=True, tags=tags)
+            run_id, result = train_run(prepared, callbacks=[callback, *self.callbacks], nested=True, tags=tags)
         except optuna.TrialPruned:
             self._close_child(trial, "PRUNED")
             raise
@@ -139,7 +140,10 @@ class TrialObjective:
             self._close_child(trial, "FAIL")
             raise
         except KeyboardInterrupt:
-            self._close_child(trial, "FAIL")
+            try:
+                self._close_child(trial, "FAIL")
+            except Exception:  # a second Ctrl-C may have cut a write short: stopping matters more
+                pass
             raise
         trial.set_user_attr(RUN_ID_ATTR, run_id)
         value = objective_value(self.spec, result)

@@ -14,6 +14,7 @@ from aeservice.config import TrainConfig
 from aeservice.errors import UserError
 from aeservice.tracking import mlflow_run
 from aeservice.training import prepare
+from aeservice.tuning.interrupt import GracefulInterrupt
 from aeservice.tuning.objective import RUN_ID_ATTR, TrialObjective, objective_spec
 from aeservice.tuning.report import log_summary, mark_best, progress_printer
 from aeservice.tuning.space import OPTION_PARAMS, describe, search_space
@@ -117,15 +118,26 @@ def _tune(prepared, space, spec, settings: TuneSettings, storage_url: str, study
         _log_new_params({**fixed_params, "study_name": study_name, "storage": shown, "objective": spec.name,
                          "direction": spec.direction, "pruner": settings.pruner, "n_trials": settings.n_trials,
                          "timeout": settings.timeout, **{f"search.{k}": v for k, v in describe(space).items()}})
-        objective = TrialObjective(prepared, space, spec, study_name, prune=settings.pruner != "none")
+        interrupted = False
         try:
-            study.optimize(objective, n_trials=settings.n_trials, timeout=settings.timeout,
-                           catch=(UserError,), callbacks=callbacks, gc_after_trial=True)
+            with GracefulInterrupt() as stop:
+                objective = TrialObjective(prepared, space, spec, study_name, prune=settings.pruner != "none",
+                                           callbacks=[stop.epoch_callback])
+                study.optimize(objective, n_trials=settings.n_trials, timeout=settings.timeout,
+                               catch=(UserError,), callbacks=[*callbacks, stop.trial_callback], gc_after_trial=True)
+        except KeyboardInterrupt:
+            interrupted = True
+            raise
         finally:  # also on Ctrl-C: what finished is summarised before the run ends KILLED
-            summary = log_summary(study, spec.name)
-            best = summary["best"]
-            best_run_id = best.user_attrs.get(RUN_ID_ATTR) if best is not None else None
-            mark_best(study_name, best_run_id)
+            try:
+                summary = log_summary(study, spec.name)
+                best = summary["best"]
+                best_run_id = best.user_attrs.get(RUN_ID_ATTR) if best is not None else None
+                mark_best(study_name, best_run_id)
+            except Exception as exc:
+                if not interrupted:
+                    raise
+                print(f"interrupted; the summary was not logged: {str(exc).splitlines()[0]}", file=sys.stderr)
     return TuneResult(
         parent_run_id=parent.info.run_id, study_name=study_name, storage=shown,
         best_trial_number=best.number if best else None, best_value=best.value if best else None,

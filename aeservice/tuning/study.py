@@ -8,6 +8,7 @@ worker marks it FAIL and queues its parameters again (up to `max_retry` times).
 from __future__ import annotations
 
 import hashlib
+import time
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -65,20 +66,35 @@ def open_storage(url: str, heartbeat_interval: int = 60, grace_period: int | Non
             Path(path).parent.mkdir(parents=True, exist_ok=True)
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     retry = None if max_retry < 0 else max_retry
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        try:
-            return optuna.storages.RDBStorage(
-                url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
-                grace_period=grace_period or 2 * heartbeat_interval,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=retry),
-            )
-        except ImportError as exc:  # e.g. postgresql:// without its driver installed
-            raise UserError(f"storage {redact(url)}: {exc}; install the database driver") from None
-        except Exception as exc:  # bad URL, unreachable server: one line, not a traceback
-            if type(exc).__module__.startswith(("sqlalchemy", "optuna")) or isinstance(exc, ValueError):
-                raise UserError(f"storage {redact(url)}: {str(exc).splitlines()[0]}") from None
-            raise
+    for attempt in range(_CREATE_ATTEMPTS):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            try:
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
+                    grace_period=grace_period or 2 * heartbeat_interval,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=retry),
+                )
+            except ImportError as exc:  # e.g. postgresql:// without its driver installed
+                raise UserError(f"storage {redact(url)}: {exc}; install the database driver") from None
+            except Exception as exc:  # bad URL, unreachable server: one line, not a traceback
+                if _is_creation_race(exc) and attempt + 1 < _CREATE_ATTEMPTS:
+                    time.sleep(0.5 * (attempt + 1))
+                    continue
+                if type(exc).__module__.startswith(("sqlalchemy", "optuna")) or isinstance(exc, ValueError):
+                    raise UserError(f"storage {redact(url)}: {str(exc).splitlines()[0]}") from None
+                raise
+    raise AssertionError("unreachable")
+
+
+_CREATE_ATTEMPTS = 4
+
+
+def _is_creation_race(exc: Exception) -> bool:
+    """Workers started together on a new storage race to create its tables; the loser retries."""
+    import sqlalchemy.exc
+
+    return isinstance(exc, (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError))
 
 
 def _trial_seed(seed: int, number: int) -> int:
