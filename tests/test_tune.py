@@ -235,7 +235,7 @@ def test_a_dead_workers_trial_is_failed_and_retried(store, tmp_path):
     finally:
         proc.wait(timeout=30)
     time.sleep(3)  # past the grace period (2 x the 1 s heartbeat)
-    settings = TuneSettings(n_trials=1, storage=storage, study_name="dead", pruner="none", fixed=("latent_dim", "hidden"),
+    settings = TuneSettings(n_trials=1, storage=storage, study_name="dead", pruner="none", fixed=FIXED,
                             heartbeat_interval=1)
     result = tune(tiny(epochs=2, experiment="dead"), settings, progress=False)
     study = optuna.load_study(study_name="dead", storage=storage)
