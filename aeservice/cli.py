@@ -226,7 +226,8 @@ def _auto(value: Any) -> bool:
 @click.option("--timeout", type=float, default=0, show_default=True,
               help="Seconds after which this call starts no new trial (0: no limit).")
 @click.option("--storage", default="auto", show_default=True,
-              help="Optuna RDB storage URL, e.g. sqlite:///optuna.db or postgresql://user@host/db. "
+              help="Optuna RDB storage URL, e.g. sqlite:///optuna.db or postgresql://user@host/db (a plain "
+                   "file path means SQLite). "
                    "auto: optuna.db beside the MLflow SQLite store (else ./optuna.db).")
 @click.option("--study-name", default="auto", show_default=True,
               help="An existing name resumes that study; workers with one storage and name share it. "

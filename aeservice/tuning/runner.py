@@ -19,6 +19,7 @@ from aeservice.tuning.objective import RUN_ID_ATTR, TrialObjective, objective_sp
 from aeservice.tuning.report import log_summary, mark_best, progress_printer
 from aeservice.tuning.space import OPTION_PARAMS, describe, search_space
 from aeservice.tuning.study import default_storage, make_pruner, make_sampler, open_storage, open_study, redact
+from aeservice.tuning.study import storage_url as to_url
 
 __all__ = ["TuneSettings", "TuneResult", "tune"]
 
@@ -27,7 +28,7 @@ __all__ = ["TuneSettings", "TuneResult", "tune"]
 class TuneSettings:
     n_trials: int | None = 20  # trials this call adds; None: until `timeout`
     timeout: float | None = None  # seconds this call may spend starting trials; None: no limit
-    storage: str | None = None  # any Optuna RDB URL; None: optuna.db beside the MLflow store
+    storage: str | None = None  # any Optuna RDB URL or a SQLite file path; None: optuna.db beside the MLflow store
     study_name: str | None = None  # an existing name resumes that study; None: <model>-<dataset>-<time>
     pruner: str = "median"  # median | hyperband | none
     objective: str = "val_mse"  # the same metric for every kind, so studies compare
@@ -81,7 +82,7 @@ def tune(config: TrainConfig, settings: TuneSettings | None = None, progress: bo
         raise UserError(f"n_trials must be at least 1, got {settings.n_trials}")
     if settings.timeout is not None and settings.timeout <= 0:
         raise UserError(f"timeout must be positive seconds, got {settings.timeout}")
-    storage_url = settings.storage or default_storage()
+    storage_url = to_url(settings.storage) if settings.storage else default_storage()
     study_name = settings.study_name or f"{kind}-{prepared.dataset.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     verbosity = optuna.logging.get_verbosity()
     if progress:  # our line per trial replaces Optuna's log lines (and their tracebacks of failed trials)

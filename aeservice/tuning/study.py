@@ -19,7 +19,7 @@ from optuna.samplers import TPESampler
 
 from aeservice.errors import UserError
 
-__all__ = ["default_storage", "open_storage", "make_sampler", "make_pruner", "PRUNERS", "open_study",
+__all__ = ["default_storage", "storage_url", "open_storage", "make_sampler", "make_pruner", "PRUNERS", "open_study",
            "redact", "STUDY_ATTRS"]
 
 STORAGE_FILE = "optuna.db"
@@ -46,6 +46,11 @@ def default_storage(tracking_uri: str | None = None) -> str:
         path = urlsplit(tracking_uri).path if tracking_uri.startswith("file:") else tracking_uri
         folder = Path(path).parent
     return f"sqlite:///{(folder / STORAGE_FILE).as_posix()}"
+
+
+def storage_url(text: str) -> str:
+    """An Optuna storage URL as given, or a plain file path made a SQLite URL (optuna.db -> sqlite:///optuna.db)."""
+    return text if "://" in text else f"sqlite:///{Path(text).as_posix()}"
 
 
 def redact(url: str) -> str:
