@@ -18,7 +18,7 @@ from aeservice.config import DataConfig, ModelConfig, TrainConfig
 from aeservice.errors import UserError
 from aeservice.tuning import KIND_SPACES, PRUNERS, TuneSettings, default_storage, search_space, tune
 from aeservice.tuning.space import parse_ranges, suggest
-from aeservice.tuning.study import make_sampler
+from aeservice.tuning.study import make_sampler, storage_url
 
 # Tiny data and nets: every trial is a couple of seconds, most of it logging the model.
 FIXED = ("latent_dim", "hidden")
@@ -62,6 +62,11 @@ def test_trials_are_nested_runs_best_is_tagged_and_resume_adds_trials(store):
         assert {"test_mse", "explained_variance"} <= set(run.data.metrics)
         assert run.data.params["learning_rate"] == str(trial.params["learning_rate"])
         assert run.data.params["hidden"] == "16"  # fixed, so not searched
+        assert run.data.tags["model"] == "ae" and run.data.tags["dataset"] == "scurve"
+    client = mlflow.MlflowClient()
+    some_child = children[0].info.run_id  # every child logs the same way
+    assert "plots" in {a.path for a in client.list_artifacts(some_child)}  # as `train` logs
+    assert mlflow.pyfunc.load_model(f"runs:/{some_child}/model") is not None
     assert set(study.trials[0].params) == {"learning_rate", "weight_decay"}
     best = min(study.trials, key=lambda t: t.value)
     assert first.best_trial_number == best.number and first.best_value == pytest.approx(best.value)
@@ -73,7 +78,7 @@ def test_trials_are_nested_runs_best_is_tagged_and_resume_adds_trials(store):
     assert parent.data.metrics["best_value"] == pytest.approx(best.value)
     assert (parent.data.metrics["n_complete"], parent.data.metrics["n_pruned"], parent.data.metrics["n_failed"]) \
         == (2, 0, 0)
-    plots = {a.path for a in mlflow.MlflowClient().list_artifacts(first.parent_run_id, "plots")}
+    plots = {a.path for a in client.list_artifacts(first.parent_run_id, "plots")}
     assert {"plots/optimization_history.png", "plots/param_importances.png"} <= plots
 
     second = tune(tiny(), TuneSettings(**{**settings.__dict__, "n_trials": 1}), progress=False)
@@ -286,6 +291,8 @@ def test_search_space_table_and_defaults():
         search_space("pca", 3, ranges={"latent_dim": (1, 5)})
     assert default_storage("sqlite:////data/x/mlflow.db") == "sqlite:////data/x/optuna.db"
     assert default_storage("http://mlflow:5000") == "sqlite:///optuna.db"
+    assert storage_url("runs/studies.db") == "sqlite:///runs/studies.db"
+    assert storage_url("postgresql://u@db/optuna") == "postgresql://u@db/optuna"
 
 
 def test_ctrl_c_keeps_finished_trials_and_kills_the_parent(store):
