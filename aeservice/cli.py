@@ -216,6 +216,113 @@ def datasets() -> None:
         click.echo(f"{name:<{width}}  {size:>6}  {summary}")
 
 
+# ---- tune ---------------------------------------------------------------------------------------
+# Options `tune` can search (ModelConfig fields; aeservice.tuning.OPTION_PARAMS says what each fixes).
+_SEARCHABLE = ("latent_dim", "hidden", "learning_rate", "weight_decay", "beta", "l1", "sparsity_weight",
+               "sparsity_target")
+_PRUNERS = ("median", "hyperband", "none")  # keys of aeservice.tuning.PRUNERS (a test checks); no TF import for --help
+_GIVEN = (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT,
+          click.core.ParameterSource.PROMPT)
+
+
+def _searchable(func: Callable) -> Callable:
+    """Make the searchable train options say 'searched' by default and accept 'auto' (= search it)."""
+    for param in getattr(func, "__click_params__", []):
+        if param.name in _SEARCHABLE:
+            if isinstance(param.type, click.types.FloatParamType):
+                param.type = _FloatOrAuto()
+            param.show_default = False
+            param.help = (param.help or "").split(" [default")[0] + " [default: searched; a value fixes it]"
+    return func
+
+
+def _auto(value: Any) -> bool:
+    return value is None or str(value).strip().lower() in ("auto", "")
+
+
+@main.command()
+@_searchable
+@train_options
+@click.option("--n-trials", type=float, default=20, show_default=True,
+              help="Trials this call adds to the study (0: as many as --timeout allows).")
+@click.option("--timeout", type=float, default=0, show_default=True,
+              help="Seconds after which this call starts no new trial (0: no limit).")
+@click.option("--storage", default="auto", show_default=True,
+              help="Optuna RDB storage URL, e.g. sqlite:///optuna.db or postgresql://user@host/db (a plain "
+                   "file path means SQLite). "
+                   "auto: optuna.db beside the MLflow SQLite store (else ./optuna.db).")
+@click.option("--study-name", default="auto", show_default=True,
+              help="An existing name resumes that study; workers with one storage and name share it. "
+                   "auto: <model>-<dataset>-<date-time>.")
+@click.option("--pruner", type=click.Choice(_PRUNERS), default="median", show_default=True,
+              help="Stop poor trials early, judged by their validation reconstruction each epoch.")
+@click.option("--objective", default="val_mse", show_default=True,
+              help="Metric to optimise: val_mse, test_mse, explained_variance, val_elbo / test_elbo (vae), "
+                   "or a per-epoch metric such as val_loss (its best epoch counts).")
+@click.option("--direction", type=click.Choice(["auto", "minimize", "maximize"]), default="auto",
+              show_default=True, help="auto: down for errors, up for explained_variance and the ELBO.")
+@click.option("--range", "ranges", multiple=True, metavar="NAME=LO,HI",
+              help="Narrow a searched range, e.g. --range latent_dim=2,8 --range beta=0.1,1 (repeat, or join "
+                   "with ';'). Names: latent_dim hidden_width hidden_depth learning_rate weight_decay beta l1 "
+                   "sparsity_weight sparsity_target.")
+@click.option("--prune-startup", type=float, default=5, show_default=True,
+              help="Complete trials before the median pruner prunes anything.")
+@click.option("--prune-warmup", type=_IntOrAuto(), default=None,
+              help="Epochs each trial trains before it can be pruned (hyperband: its smallest budget). "
+                   "[default: auto = max(5, epochs / 10)]")
+@click.option("--quiet", is_flag=True, help="No line per trial.")
+@click.pass_context
+@user_errors
+def tune(ctx: click.Context, n_trials: float, timeout: float, storage: str, study_name: str, pruner: str,
+         objective: str, direction: str, ranges: tuple[str, ...], prune_startup: float, prune_warmup: int | None,
+         quiet: bool, **options: Any) -> None:
+    """Search hyperparameters with Optuna; every trial is a nested MLflow run of `train`.
+
+    Searched per kind: latent_dim (up to the feature count), hidden width and depth, learning_rate,
+    weight_decay, plus beta (vae) or l1, sparsity_weight and sparsity_target (sparse); pca searches
+    latent_dim only. An option given on the command line (e.g. --latent-dim 2) is fixed and taken out
+    of the search; --range narrows what is searched. The parent run logs the best trial, counts and
+    plots; the best child run gets the tag best_trial=true. Run the same command on several machines
+    with one --storage and --study-name to search in parallel.
+    """
+    fixed = tuple(name for name in _SEARCHABLE
+                  if ctx.get_parameter_source(name) in _GIVEN and not _auto(options[name]))
+    defaults = {"hidden": ",".join(map(str, _DEFAULT_MODEL.hidden)),
+                **{name: getattr(_DEFAULT_MODEL, name) for name in _SEARCHABLE if name != "hidden"}}
+    for name in _SEARCHABLE:  # searched: the value only has to be valid, the trial sets it
+        if name not in fixed and name != "latent_dim":
+            options[name] = defaults[name]
+    config = config_from_options(options)
+    from aeservice.tuning import TuneSettings, parse_ranges
+    from aeservice.tuning import tune as run_tune
+
+    trials = _whole(n_trials, "n_trials")
+    if trials < 0 or timeout < 0 or (prune_warmup or 0) < 0 or prune_startup < 0:
+        raise UserError("n_trials, timeout, prune_startup and prune_warmup must not be negative")
+    if trials == 0 and timeout == 0:
+        raise UserError("give --n-trials or --timeout: with neither the study would never end")
+    settings = TuneSettings(
+        n_trials=trials or None, timeout=timeout or None, storage=None if _auto(storage) else storage,
+        study_name=None if _auto(study_name) else study_name, pruner=pruner, objective=objective,
+        direction=None if direction == "auto" else direction, fixed=fixed, ranges=parse_ranges(ranges),
+        prune_startup_trials=_whole(prune_startup, "prune_startup"),
+        prune_warmup_epochs=prune_warmup,
+    )
+    fixed_text = ", ".join(f"{n}={options[n]}" for n in fixed) or "none"
+    click.echo(f"tuning {config.model.model} on {config.data.dataset}; fixed: {fixed_text}", err=True)
+    r = run_tune(config, settings, progress=not quiet)
+    click.echo(f"study {r.study_name} in {r.storage}: {r.n_complete} complete, {r.n_pruned} pruned, "
+               f"{r.n_failed} failed")
+    click.echo(f"parent run {r.parent_run_id}")
+    if r.best_run_id is None and r.best_trial_number is None:
+        raise UserError("no trial completed; see the failed trials' reasons above")
+    params = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.best_params.items())
+    click.echo(f"best trial {r.best_trial_number}: {r.objective} {r.best_value:.5g}  {params}")
+    if r.best_run_id:
+        click.echo(f"best model: runs:/{r.best_run_id}/model")
+    click.echo(f"dashboard: optuna-dashboard {r.storage}", err=True)
+
+
 @main.command()
 @click.option("--experiment", default="aeservice", show_default=True, help="MLflow experiment whose runs to compare.")
 @click.option("--dataset", default=None,

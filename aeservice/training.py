@@ -30,7 +30,7 @@ class Prepared:
 @dataclass
 class TrainResult:
     model: Autoencoder
-    metrics: dict[str, float]  # val_mse, test_mse, explained_variance (+ test_elbo for the VAE)
+    metrics: dict[str, float]  # val_mse, test_mse, explained_variance (+ val_elbo, test_elbo for the VAE)
     history: dict[str, list[float]]
 
 
@@ -63,7 +63,8 @@ def evaluate(model: Autoencoder, split: Split, seed: int = 0) -> dict[str, float
         "test_mse": float(np.mean((split.test - test_rec) ** 2)),
         "explained_variance": 1.0 - sse / sst if sst > 0 else float("nan"),
     }
-    metrics.update({f"test_{k}": v for k, v in model.evaluation_metrics(split.test, seed=seed).items()})
+    for name, part in (("val", split.val), ("test", split.test)):  # val_ for tuning, test_ for reporting
+        metrics.update({f"{name}_{k}": v for k, v in model.evaluation_metrics(part, seed=seed).items()})
     return metrics
 
 

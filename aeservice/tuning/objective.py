@@ -1,0 +1,171 @@
+"""One trial: Optuna's proposal -> a TrainConfig -> a nested `train_run` -> the objective value.
+
+Every trial, whatever its end, is one nested MLflow child run logged by `aeservice.tracking.train_run`
+(the same code `train` uses) plus the tags `optuna.trial`, `optuna.study` and `optuna.state`:
+
+| trial ends | Optuna state | child run status | `optuna.state` tag |
+|---|---|---|---|
+| trained all its epochs (or stopped early) | COMPLETE | FINISHED | COMPLETE |
+| the pruner stopped it between epochs | PRUNED | KILLED | PRUNED |
+| loss turned NaN/inf, or another UserError | FAIL | FAILED | FAIL |
+
+Pruned children are KILLED, not FAILED, because nothing went wrong: the study chose to stop them.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
+
+import mlflow
+import optuna
+
+from aeservice.errors import UserError
+from aeservice.models import EpochCallback
+from aeservice.tracking import train_run
+from aeservice.training import Prepared, TrainResult, prepare
+from aeservice.tuning.space import KIND_SPACES, Param, apply_params, suggest
+
+__all__ = ["ObjectiveSpec", "OBJECTIVES", "objective_spec", "pruning_callback", "TrialObjective",
+           "RUN_ID_ATTR"]
+
+RUN_ID_ATTR = "mlflow_run_id"  # trial user attribute: the child run that trained it
+
+Signal = Callable[[dict], "float | None"]  # epoch logs -> the number the pruner compares
+
+
+@dataclass(frozen=True)
+class ObjectiveSpec:
+    name: str
+    direction: str  # minimize | maximize
+    signal: Signal  # per-epoch stand-in reported to the pruner (same direction as the objective)
+    kinds: tuple[str, ...] = tuple(KIND_SPACES)
+    final: bool = True  # a final metric of the run; False: a per-epoch metric, best epoch counts
+
+
+def _recon(logs: dict) -> float | None:
+    return logs.get("val_recon")
+
+
+def _neg_elbo_free(logs: dict) -> float | None:  # -(recon + kl): the ELBO whatever beta the trial used
+    if "val_recon" not in logs:
+        return None
+    return -(logs["val_recon"] + logs.get("val_kl", 0.0))
+
+
+# Final metrics a study can optimise. Each trial reports its per-epoch validation reconstruction
+# term (what val_mse measures at the end) so the pruner compares like with like across trials;
+# for the ELBO it reports recon + KL without beta, since beta itself is searched.
+OBJECTIVES: dict[str, ObjectiveSpec] = {s.name: s for s in (
+    ObjectiveSpec("val_mse", "minimize", _recon),
+    ObjectiveSpec("test_mse", "minimize", _recon),
+    ObjectiveSpec("explained_variance", "maximize", lambda logs: None if _recon(logs) is None else -_recon(logs)),
+    ObjectiveSpec("val_elbo", "maximize", _neg_elbo_free, kinds=("vae",)),
+    ObjectiveSpec("test_elbo", "maximize", _neg_elbo_free, kinds=("vae",)),
+)}
+
+# Per-epoch metrics (lower is better) that may also be the objective: the best epoch's value counts.
+_EPOCH_TERMS: dict[str, tuple[str, ...]] = {"loss": tuple(KIND_SPACES), "recon": tuple(KIND_SPACES),
+                                            "kl": ("vae",), "sparsity": ("sparse",)}
+for _term, _kinds in _EPOCH_TERMS.items():
+    for _name in (_term, f"val_{_term}"):
+        OBJECTIVES[_name] = ObjectiveSpec(_name, "minimize", lambda logs, n=_name: logs.get(n), kinds=_kinds,
+                                          final=False)
+
+
+def objective_spec(name: str, kind: str, direction: str | None = None) -> ObjectiveSpec:
+    """The objective `name` for model `kind`; `direction` overrides the table's (for odd uses)."""
+    if name not in OBJECTIVES:
+        raise UserError(f"unknown objective {name!r}; choose one of {', '.join(OBJECTIVES)}")
+    spec = OBJECTIVES[name]
+    if kind not in spec.kinds:
+        raise UserError(f"objective {name} is not logged by model {kind}; "
+                        f"choose one of {', '.join(n for n, s in OBJECTIVES.items() if kind in s.kinds)}")
+    if direction is None or direction == spec.direction:
+        return spec
+    if direction not in ("minimize", "maximize"):
+        raise UserError(f"direction must be minimize or maximize, got {direction!r}")
+    flipped = lambda logs, f=spec.signal: None if f(logs) is None else -f(logs)  # noqa: E731
+    return ObjectiveSpec(spec.name, direction, flipped, spec.kinds, spec.final)
+
+
+def objective_value(spec: ObjectiveSpec, result: TrainResult) -> float:
+    if spec.final:
+        return float(result.metrics[spec.name])
+    values = [v for v in result.history.get(spec.name, []) if math.isfinite(v)]
+    if not values:
+        return float("nan")  # Optuna records a NaN objective as a failed trial
+    return float(min(values) if spec.direction == "minimize" else max(values))
+
+
+def pruning_callback(trial: optuna.Trial, signal: Signal, epochs: int, prune: bool = True) -> EpochCallback:
+    """Report the signal every epoch; raise TrialPruned when the pruner says so.
+
+    The exception leaves Keras' fit at once. The last epoch is never pruned: by then the work is done.
+    """
+
+    def report(epoch: int, logs: dict) -> None:
+        value = signal(logs)
+        if value is None or not math.isfinite(value):
+            return
+        trial.report(float(value), epoch)
+        if prune and epoch + 1 < epochs and trial.should_prune():
+            trial.set_user_attr("pruned_at_epoch", epoch + 1)
+            raise optuna.TrialPruned(f"pruned after epoch {epoch + 1} with {value:.5g}")
+
+    return report
+
+
+class TrialObjective:
+    """The function Optuna calls once per trial."""
+
+    def __init__(self, prepared: Prepared, space: Mapping[str, Param], spec: ObjectiveSpec, study_name: str,
+                 prune: bool = True, callbacks: Sequence[EpochCallback] = ()):
+        self.prepared, self.space, self.spec = prepared, dict(space), spec
+        self.study_name, self.prune = study_name, prune and KIND_SPACES[prepared.config.model.model].prunable
+        self.callbacks = list(callbacks)  # more epoch listeners, e.g. the Ctrl-C check
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        config = apply_params(self.prepared.config, suggest(trial, self.space))
+        prepared = prepare(config, dataset=self.prepared.dataset)  # same data; validates the proposal
+        tags = {"optuna.trial": str(trial.number), "optuna.study": self.study_name}
+        callback = pruning_callback(trial, self.spec.signal, config.model.epochs, self.prune)
+        try:
+            run_id, result = train_run(prepared, callbacks=[callback, *self.callbacks], nested=True, tags=tags)
+        except optuna.TrialPruned:
+            self._close_child(trial, "PRUNED")
+            raise
+        except UserError as exc:  # NaN/inf loss and the like: this trial fails, the study goes on
+            trial.set_user_attr("fail_reason", str(exc))
+            self._close_child(trial, "FAIL")
+            raise
+        except KeyboardInterrupt:
+            try:
+                self._close_child(trial, "FAIL")
+            except Exception:  # a second Ctrl-C may have cut a write short: stopping matters more
+                pass
+            raise
+        trial.set_user_attr(RUN_ID_ATTR, run_id)
+        value = objective_value(self.spec, result)
+        mlflow.MlflowClient().set_tag(run_id, "optuna.state", "COMPLETE" if math.isfinite(value) else "FAIL")
+        return value
+
+    def _close_child(self, trial: optuna.Trial, state: str) -> None:
+        """Tag the child run that just ended with the trial's state; a pruned child becomes KILLED."""
+        parent = mlflow.active_run()
+        if parent is None:
+            return
+        client = mlflow.MlflowClient()
+        runs = client.search_runs(
+            [parent.info.experiment_id],
+            filter_string=(f"tags.mlflow.parentRunId = '{parent.info.run_id}' "
+                           f"and tags.`optuna.trial` = '{trial.number}'"),
+            max_results=1,
+        )
+        if not runs:  # failed before its run started (e.g. an invalid proposal)
+            return
+        run_id = runs[0].info.run_id
+        trial.set_user_attr(RUN_ID_ATTR, run_id)
+        client.set_tag(run_id, "optuna.state", state)
+        if state == "PRUNED":
+            client.set_terminated(run_id, "KILLED")

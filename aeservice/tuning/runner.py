@@ -1,0 +1,148 @@
+"""`tune`: one Optuna study worker inside one MLflow parent run, each trial a nested child run."""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import mlflow
+import optuna
+
+from aeservice.config import TrainConfig
+from aeservice.errors import UserError
+from aeservice.tracking import mlflow_run
+from aeservice.training import prepare
+from aeservice.tuning.interrupt import GracefulInterrupt
+from aeservice.tuning.objective import RUN_ID_ATTR, TrialObjective, objective_spec
+from aeservice.tuning.report import log_summary, mark_best, progress_printer
+from aeservice.tuning.space import OPTION_PARAMS, describe, search_space
+from aeservice.tuning.study import default_storage, make_pruner, make_sampler, open_storage, open_study, redact
+from aeservice.tuning.study import storage_url as to_url
+
+__all__ = ["TuneSettings", "TuneResult", "tune"]
+
+
+@dataclass
+class TuneSettings:
+    n_trials: int | None = 20  # trials this call adds; None: until `timeout`
+    timeout: float | None = None  # seconds this call may spend starting trials; None: no limit
+    storage: str | None = None  # any Optuna RDB URL or a SQLite file path; None: optuna.db beside the MLflow store
+    study_name: str | None = None  # an existing name resumes that study; None: <model>-<dataset>-<time>
+    pruner: str = "median"  # median | hyperband | none
+    objective: str = "val_mse"  # the same metric for every kind, so studies compare
+    direction: str | None = None  # None: what the objective needs (val_mse down, ELBO up)
+    fixed: tuple[str, ...] = ()  # options the user set (latent_dim, hidden, beta, ...): not searched
+    ranges: dict[str, tuple[float, float]] = field(default_factory=dict)  # searched name -> (low, high)
+    prune_startup_trials: int = 5  # complete trials before the median pruner judges anyone
+    prune_warmup_epochs: int | None = None  # no pruning before this many epochs; None: max(5, epochs / 10)
+    heartbeat_interval: int = 60  # seconds; a dead worker's trial is failed and retried after 2x this
+    max_retry: int = 2  # retries of a trial whose worker died
+
+
+@dataclass
+class TuneResult:
+    parent_run_id: str
+    study_name: str
+    storage: str  # redacted: no password
+    best_trial_number: int | None
+    best_value: float | None
+    best_params: dict[str, Any]
+    best_run_id: str | None  # the child run of the best trial: runs:/<id>/model is its model
+    n_complete: int
+    n_pruned: int
+    n_failed: int
+    objective: str = "val_mse"
+    direction: str = "minimize"
+
+
+def _log_new_params(params: dict) -> None:
+    """Log params the run does not have yet (`mlflow run` has logged the -P values already)."""
+    have = mlflow.get_run(mlflow.active_run().info.run_id).data.params
+    mlflow.log_params({k: v for k, v in params.items() if k not in have})
+
+
+def tune(config: TrainConfig, settings: TuneSettings | None = None, progress: bool = True) -> TuneResult:
+    """Run `settings.n_trials` trials of a (new or resumed) study; return the study's best so far.
+
+    Values in `config` for searched parameters are ignored; options named in `settings.fixed`
+    keep their config value. Bad settings raise UserError before any run or trial starts.
+    Ctrl-C keeps the finished trials, logs the summary and ends the parent run KILLED.
+    """
+    settings = settings or TuneSettings()
+    prepared = prepare(config)
+    kind = config.model.model
+    space = search_space(kind, prepared.dataset.n_features, settings.fixed, settings.ranges)
+    if not space:
+        raise UserError(f"nothing to search: every parameter model {kind} searches is fixed "
+                        f"({', '.join(o for o in OPTION_PARAMS if o in settings.fixed)}); use `train` instead")
+    spec = objective_spec(settings.objective, kind, settings.direction)
+    if settings.n_trials is not None and settings.n_trials < 1:
+        raise UserError(f"n_trials must be at least 1, got {settings.n_trials}")
+    if settings.timeout is not None and settings.timeout <= 0:
+        raise UserError(f"timeout must be positive seconds, got {settings.timeout}")
+    storage_url = to_url(settings.storage) if settings.storage else default_storage()
+    study_name = settings.study_name or f"{kind}-{prepared.dataset.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    verbosity = optuna.logging.get_verbosity()
+    if progress:  # our line per trial replaces Optuna's log lines (and their tracebacks of failed trials)
+        optuna.logging.set_verbosity(logging.ERROR)
+    try:
+        return _tune(prepared, space, spec, settings, storage_url, study_name, progress)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+
+
+def _tune(prepared, space, spec, settings: TuneSettings, storage_url: str, study_name: str,
+          progress: bool) -> TuneResult:
+    config, kind = prepared.config, prepared.config.model.model
+    storage = open_storage(storage_url, settings.heartbeat_interval, max_retry=settings.max_retry)
+    warmup = settings.prune_warmup_epochs
+    if warmup is None:  # early epochs rank learning rates, not models: let every trial get going first
+        warmup = max(5, config.model.epochs // 10)
+    pruner = make_pruner(settings.pruner, config.model.epochs, settings.prune_startup_trials, warmup)
+    study = open_study(study_name, storage, spec.direction, make_sampler(config.model.seed), pruner,
+                       {"model": kind, "dataset": prepared.dataset.name, "objective": spec.name})
+    shown = redact(storage_url)
+    if progress:
+        done = len(study.get_trials(deepcopy=False))
+        print(f"study {study_name} in {shown}: " + (f"resuming, {done} trials so far" if done else "new"),
+              file=sys.stderr, flush=True)
+    tags = {"model": kind, "dataset": prepared.dataset.name, "optuna.study": study_name, "optuna.storage": shown}
+
+    searched = set(space)
+    fixed_params = {k: v for k, v in config.flatten().items()
+                    if not any(p in searched for p in OPTION_PARAMS.get(k, ()))}
+    callbacks = [progress_printer(spec.name)] if progress else []
+    with mlflow_run(config.experiment, tags=tags, run_name=f"tune-{study_name}") as parent:
+        mlflow.set_tags(tags)  # under `mlflow run` the run already existed without them
+        _log_new_params({**fixed_params, "study_name": study_name, "storage": shown, "objective": spec.name,
+                         "direction": spec.direction, "pruner": settings.pruner, "n_trials": settings.n_trials,
+                         "timeout": settings.timeout, **{f"search.{k}": v for k, v in describe(space).items()}})
+        interrupted = False
+        try:
+            with GracefulInterrupt() as stop:
+                objective = TrialObjective(prepared, space, spec, study_name, prune=settings.pruner != "none",
+                                           callbacks=[stop.epoch_callback])
+                study.optimize(objective, n_trials=settings.n_trials, timeout=settings.timeout,
+                               catch=(UserError,), callbacks=[*callbacks, stop.trial_callback], gc_after_trial=True)
+        except KeyboardInterrupt:
+            interrupted = True
+            raise
+        finally:  # also on Ctrl-C: what finished is summarised before the run ends KILLED
+            try:
+                summary = log_summary(study, spec.name)
+                best = summary["best"]
+                best_run_id = best.user_attrs.get(RUN_ID_ATTR) if best is not None else None
+                mark_best(study_name, best_run_id)
+            except Exception as exc:
+                if not interrupted:
+                    raise
+                print(f"interrupted; the summary was not logged: {str(exc).splitlines()[0]}", file=sys.stderr)
+    return TuneResult(
+        parent_run_id=parent.info.run_id, study_name=study_name, storage=shown,
+        best_trial_number=best.number if best else None, best_value=best.value if best else None,
+        best_params=dict(best.params) if best else {}, best_run_id=best_run_id,
+        n_complete=summary["n_complete"], n_pruned=summary["n_pruned"], n_failed=summary["n_failed"],
+        objective=spec.name, direction=spec.direction,
+    )

@@ -1,0 +1,182 @@
+"""What `tune` searches for each model kind, in one table.
+
+Every searched value is a field of `ModelConfig` except the hidden layers, which are searched as
+a width and a depth (`hidden_width=128, hidden_depth=2` -> hidden (128, 64)): a few numbers
+TPE models well, instead of a combinatorial list of layer sizes. The latent size's upper end
+depends on the data, so the space is built once the data is loaded.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from aeservice.config import TrainConfig
+from aeservice.errors import UserError
+
+__all__ = ["Param", "KindSpace", "KIND_SPACES", "OPTION_PARAMS", "MAX_LATENT", "search_space", "suggest",
+           "apply_params", "parse_ranges", "describe"]
+
+MAX_LATENT = 32  # larger codes stop being a compression of the data sets this service is for
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searched number: its default range, scale and the values it may take at all."""
+
+    name: str
+    low: float
+    high: float
+    log: bool = False
+    integer: bool = False
+    minimum: float = 0.0  # smallest value a narrowed range may reach
+    below_one: bool = False  # a rate: must stay under 1
+
+    def suggest(self, trial) -> Any:
+        if self.integer:
+            return trial.suggest_int(self.name, int(self.low), int(self.high), log=self.log)
+        return trial.suggest_float(self.name, float(self.low), float(self.high), log=self.log)
+
+    def text(self) -> str:
+        fmt = (lambda v: str(int(v))) if self.integer else (lambda v: f"{v:g}")
+        return f"{fmt(self.low)}..{fmt(self.high)}" + (" log" if self.log else "")
+
+
+@dataclass(frozen=True)
+class KindSpace:
+    params: tuple[str, ...]  # names in PARAMS, in suggestion order
+    prunable: bool = True  # trained in epochs, so there is something to prune between them
+
+
+_NET = ("latent_dim", "hidden_width", "hidden_depth", "learning_rate", "weight_decay")
+
+# The one place that says what each kind searches. A fifth kind adds one line.
+KIND_SPACES: dict[str, KindSpace] = {
+    "pca": KindSpace(("latent_dim",), prunable=False),  # one closed-form fit: no epochs to prune
+    "ae": KindSpace(_NET),
+    "sparse": KindSpace(_NET + ("l1", "sparsity_weight", "sparsity_target")),
+    "vae": KindSpace(_NET + ("beta",)),
+}
+
+# Default ranges; latent_dim's high end is set from the data by `search_space`.
+PARAMS: dict[str, Param] = {p.name: p for p in (
+    Param("latent_dim", 1, MAX_LATENT, log=True, integer=True, minimum=1),
+    Param("hidden_width", 16, 256, log=True, integer=True, minimum=1),  # first layer; each next one halves
+    Param("hidden_depth", 1, 3, integer=True, minimum=1),
+    Param("learning_rate", 1e-4, 1e-2, log=True),  # around Adam's 1e-3
+    Param("weight_decay", 1e-7, 1e-3, log=True),
+    Param("beta", 0.05, 5.0, log=True),  # KL weight: from nearly an AE to a strongly regularised code
+    Param("l1", 1e-6, 1e-2, log=True),  # seed 002 used 1e-4
+    Param("sparsity_weight", 1e-3, 1.0, log=True),  # fix --sparsity-weight 0 to leave the KL term off
+    Param("sparsity_target", 0.01, 0.2, log=True, below_one=True),
+)}
+
+# CLI option (ModelConfig field) -> the searched names it fixes when given explicitly.
+OPTION_PARAMS: dict[str, tuple[str, ...]] = {
+    "latent_dim": ("latent_dim",),
+    "hidden": ("hidden_width", "hidden_depth"),
+    "learning_rate": ("learning_rate",),
+    "weight_decay": ("weight_decay",),
+    "beta": ("beta",),
+    "l1": ("l1",),
+    "sparsity_weight": ("sparsity_weight",),
+    "sparsity_target": ("sparsity_target",),
+}
+
+
+def search_space(kind: str, n_features: int, fixed: Sequence[str] = (),
+                 ranges: Mapping[str, tuple[float, float]] | None = None) -> dict[str, Param]:
+    """The params searched for `kind` on data with `n_features`, minus `fixed` options, with `ranges` applied.
+
+    `fixed` holds option names (`latent_dim`, `hidden`, `beta`, ...); `ranges` maps searched names
+    to (low, high). Raises UserError for a range on a name the kind does not search or that is fixed.
+    """
+    if kind not in KIND_SPACES:
+        raise UserError(f"no search space for model kind {kind!r}; known: {', '.join(KIND_SPACES)}")
+    unknown = [name for name in fixed if name not in OPTION_PARAMS]
+    if unknown:
+        raise UserError(f"cannot fix {', '.join(unknown)}: tune searches only {', '.join(OPTION_PARAMS)}")
+    removed = {p for name in fixed for p in OPTION_PARAMS[name]}
+    latent_high = max(1, min(n_features, MAX_LATENT))
+    space: dict[str, Param] = {}
+    for name in KIND_SPACES[kind].params:
+        param = PARAMS[name]
+        if name == "latent_dim":
+            param = dataclasses.replace(param, high=latent_high, log=latent_high >= 8)
+        if name not in removed:
+            space[name] = param
+    for name, (low, high) in (ranges or {}).items():
+        if name not in KIND_SPACES[kind].params:
+            raise UserError(f"--range {name}: model {kind} does not search {name}; "
+                            f"it searches {', '.join(KIND_SPACES[kind].params)}")
+        if name in removed:
+            option = next(o for o, ps in OPTION_PARAMS.items() if name in ps)
+            raise UserError(f"--range {name}: {name} is fixed by --{option.replace('_', '-')}; give one or the other")
+        space[name] = _narrow(space[name], low, high)
+    if kind == "pca" and "latent_dim" in space and space["latent_dim"].high > n_features:
+        raise UserError(f"--range latent_dim: pca can have at most {n_features} components on this data, "
+                        f"got up to {int(space['latent_dim'].high)}")
+    return space
+
+
+def _narrow(param: Param, low: float, high: float) -> Param:
+    name = param.name
+    if not (math.isfinite(low) and math.isfinite(high)) or low > high:
+        raise UserError(f"--range {name}: need finite LO <= HI, got {low:g},{high:g}")
+    if param.integer and (low != int(low) or high != int(high)):
+        raise UserError(f"--range {name}: {name} takes whole numbers, got {low:g},{high:g}")
+    if low < param.minimum or (param.log and low <= 0):
+        need = f"at least {param.minimum:g}" if param.minimum > 0 else ("positive" if param.log else "non-negative")
+        raise UserError(f"--range {name}: values must be {need}, got {low:g}")
+    if param.below_one and high >= 1:
+        raise UserError(f"--range {name}: values must be below 1, got {high:g}")
+    return dataclasses.replace(param, low=low, high=high)
+
+
+def suggest(trial, space: Mapping[str, Param]) -> dict[str, Any]:
+    """Ask the trial for every searched value, in table order (so samplers see a stable space)."""
+    return {name: param.suggest(trial) for name, param in space.items()}
+
+
+def apply_params(config: TrainConfig, values: Mapping[str, Any]) -> TrainConfig:
+    """A copy of `config` with searched values put in; hidden widths halve layer by layer."""
+    changes = {k: v for k, v in values.items() if k not in ("hidden_width", "hidden_depth")}
+    if "hidden_width" in values or "hidden_depth" in values:
+        width = int(values.get("hidden_width", config.model.hidden[0] if config.model.hidden else 64))
+        depth = int(values.get("hidden_depth", len(config.model.hidden) or 1))
+        changes["hidden"] = tuple(max(4, width >> i) for i in range(depth))
+    model = dataclasses.replace(config.model, **changes)
+    return dataclasses.replace(config, model=model)
+
+
+def parse_ranges(texts: Sequence[str]) -> dict[str, tuple[float, float]]:
+    """['latent_dim=2,8', 'beta=0.1,1;l1=1e-5,1e-3'] -> {'latent_dim': (2, 8), ...}.
+
+    Several ranges may share one text separated by ';' (handy for MLproject parameters);
+    'none' or '' mean no range. Names may use dashes (learning-rate).
+    """
+    out: dict[str, tuple[float, float]] = {}
+    for text in texts:
+        for part in str(text).split(";"):
+            part = part.strip()
+            if part.lower() in ("", "none"):
+                continue
+            name, sep, bounds = part.partition("=")
+            pieces = bounds.split(",")
+            if not sep or len(pieces) != 2:
+                raise UserError(f"--range needs NAME=LO,HI such as latent_dim=2,8, got {part!r}")
+            try:
+                low, high = float(pieces[0]), float(pieces[1])
+            except ValueError:
+                raise UserError(f"--range {name.strip()}: LO and HI must be numbers, got {bounds!r}") from None
+            name = name.strip().replace("-", "_")
+            if name not in PARAMS:
+                raise UserError(f"--range: unknown name {name!r}; searched names are {', '.join(PARAMS)}")
+            out[name] = (low, high)
+    return out
+
+
+def describe(space: Mapping[str, Param]) -> dict[str, str]:
+    """name -> '1..32 log', for logging the searched ranges as parameters."""
+    return {name: param.text() for name, param in space.items()}

@@ -1,0 +1,166 @@
+"""Optuna plumbing: where studies live, how trials are proposed and pruned, and worker safety.
+
+Studies live in an RDB storage (SQLite by default, PostgreSQL for many machines) so that a
+study can be resumed and several `tune` processes can share it. RDB storages get a heartbeat:
+a worker that dies leaves its trial RUNNING only until the grace period ends, then the next
+worker marks it FAIL and queues its parameters again (up to `max_retry` times).
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+import warnings
+from pathlib import Path
+from typing import Callable
+from urllib.parse import urlsplit, urlunsplit
+
+import optuna
+from optuna.samplers import TPESampler
+
+from aeservice.errors import UserError
+
+__all__ = ["default_storage", "storage_url", "open_storage", "make_sampler", "make_pruner", "PRUNERS", "open_study",
+           "redact", "STUDY_ATTRS"]
+
+STORAGE_FILE = "optuna.db"
+# Study attributes written when a study is made and checked when it is resumed.
+STUDY_ATTRS = ("model", "dataset", "objective")
+
+
+def default_storage(tracking_uri: str | None = None) -> str:
+    """A SQLite study file beside the MLflow store: sqlite:///dir/mlflow.db -> sqlite:///dir/optuna.db.
+
+    For a tracking server (http...) or anything else there is no local folder to share, so the
+    study goes to ./optuna.db; many machines should pass --storage postgresql://... instead.
+    """
+    if tracking_uri is None:
+        import mlflow
+
+        tracking_uri = mlflow.get_tracking_uri()
+    folder = Path(".")
+    if tracking_uri.startswith("sqlite:///"):
+        path = tracking_uri[len("sqlite:///"):]
+        if path and path != ":memory:":
+            folder = Path(path).parent
+    elif tracking_uri.startswith("file:") or "://" not in tracking_uri:
+        path = urlsplit(tracking_uri).path if tracking_uri.startswith("file:") else tracking_uri
+        folder = Path(path).parent
+    return f"sqlite:///{(folder / STORAGE_FILE).as_posix()}"
+
+
+def storage_url(text: str) -> str:
+    """An Optuna storage URL as given, or a plain file path made a SQLite URL (optuna.db -> sqlite:///optuna.db)."""
+    return text if "://" in text else f"sqlite:///{Path(text).as_posix()}"
+
+
+def redact(url: str) -> str:
+    """The storage URL without its password, safe to log and print."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+def open_storage(url: str, heartbeat_interval: int = 60, grace_period: int | None = None,
+                 max_retry: int = 2) -> optuna.storages.BaseStorage:
+    """An RDB storage with heartbeat and retry of trials whose worker died."""
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///"):]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    retry = None if max_retry < 0 else max_retry
+    for attempt in range(_CREATE_ATTEMPTS):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            try:
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
+                    grace_period=grace_period or 2 * heartbeat_interval,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=retry),
+                )
+            except ImportError as exc:  # e.g. postgresql:// without its driver installed
+                raise UserError(f"storage {redact(url)}: {exc}; install the database driver") from None
+            except Exception as exc:  # bad URL, unreachable server: one line, not a traceback
+                if _is_creation_race(exc) and attempt + 1 < _CREATE_ATTEMPTS:
+                    time.sleep(0.5 * (attempt + 1))
+                    continue
+                if type(exc).__module__.startswith(("sqlalchemy", "optuna")) or isinstance(exc, ValueError):
+                    raise UserError(f"storage {redact(url)}: {str(exc).splitlines()[0]}") from None
+                raise
+    raise AssertionError("unreachable")
+
+
+_CREATE_ATTEMPTS = 4
+
+
+def _is_creation_race(exc: Exception) -> bool:
+    """Workers started together on a new storage race to create its tables; the loser retries."""
+    import sqlalchemy.exc
+
+    return isinstance(exc, (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError))
+
+
+def _trial_seed(seed: int, number: int) -> int:
+    digest = hashlib.sha256(f"{seed}/{number}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+class _TrialSeededTPE(TPESampler):
+    """TPE whose random state is reset from (seed, trial number) before every trial.
+
+    One worker with one seed proposes the same trials every time (the number and history are
+    the same); parallel workers, which get distinct trial numbers, do not repeat each other's
+    random start-up points; and a resumed study does not replay the proposals it already tried.
+    """
+
+    def __init__(self, seed: int, **kwargs):
+        super().__init__(seed=seed, **kwargs)
+        self._base_seed = seed
+
+    def before_trial(self, study, trial) -> None:
+        s = _trial_seed(self._base_seed, trial.number)
+        self._rng.rng.seed(s)
+        self._random_sampler._rng.rng.seed(s)
+        super().before_trial(study, trial)
+
+
+def make_sampler(seed: int) -> optuna.samplers.BaseSampler:
+    # constant_liar: running trials count as bad guesses, so parallel workers spread out
+    return _TrialSeededTPE(seed, constant_liar=True)
+
+
+PRUNERS: dict[str, Callable[[int, int, int], optuna.pruners.BasePruner]] = {
+    # (epochs, startup trials, warm-up epochs) -> pruner
+    "median": lambda epochs, startup, warmup: optuna.pruners.MedianPruner(
+        n_startup_trials=startup, n_warmup_steps=warmup),
+    "hyperband": lambda epochs, startup, warmup: optuna.pruners.HyperbandPruner(
+        min_resource=max(1, min(warmup, epochs)), max_resource=max(epochs, 1), reduction_factor=3),
+    "none": lambda epochs, startup, warmup: optuna.pruners.NopPruner(),
+}
+
+
+def make_pruner(name: str, epochs: int, startup_trials: int = 5, warmup_epochs: int = 5) -> optuna.pruners.BasePruner:
+    if name not in PRUNERS:
+        raise UserError(f"unknown pruner {name!r}; choose one of {', '.join(PRUNERS)}")
+    return PRUNERS[name](epochs, startup_trials, warmup_epochs)
+
+
+def open_study(name: str, storage: optuna.storages.BaseStorage, direction: str, sampler, pruner,
+               attrs: dict[str, str]) -> optuna.Study:
+    """Create the study, or load it if it exists and was made for the same model, data and objective."""
+    study = optuna.create_study(study_name=name, storage=storage, direction=direction, sampler=sampler,
+                                pruner=pruner, load_if_exists=True)
+    have = study.user_attrs
+    if not have:
+        for key, value in attrs.items():
+            study.set_user_attr(key, value)
+        return study
+    clash = [f"{k} {have.get(k)!r} (asked {attrs[k]!r})" for k in STUDY_ATTRS if k in attrs and have.get(k) != attrs[k]]
+    if study.direction.name.lower() != direction:
+        clash.append(f"direction {study.direction.name.lower()} (asked {direction})")
+    if clash:
+        raise UserError(f"study {name!r} already exists with {', '.join(clash)}; "
+                        "use another --study-name to start a new study")
+    return study
