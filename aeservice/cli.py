@@ -216,6 +216,49 @@ def datasets() -> None:
         click.echo(f"{name:<{width}}  {size:>6}  {summary}")
 
 
+@main.command("main")
+@click.option("--dataset", default="digits", show_default=True,
+              help="Built-in set or a .csv/.npy/.npz path; every kind trains on it.")
+@click.option("--latent-dim", type=_IntOrAuto(), default=None,
+              help="Code size shared by every kind. [default: auto = 2, or the feature count if smaller]")
+@click.option("--n-trials", type=float, default=8, show_default=True,
+              help="Optuna trials per tuned kind; the first tries the default settings.")
+@click.option("--epochs", type=float, default=60, show_default=True, help="Most epochs per trial.")
+@click.option("--seed", type=float, default=0, show_default=True)
+@click.option("--force", type=click.BOOL, is_flag=False, flag_value=True, default=False, show_default=True,
+              help="Run every step anew instead of reusing finished ones (bare flag or true/false).")
+@click.option("--storage", default="auto", show_default=True,
+              help="Optuna storage. auto: optuna.db beside the MLflow SQLite store.")
+@click.option("--experiment", default="aeservice", show_default=True, help="MLflow experiment for every run.")
+@user_errors
+def run_main(dataset: str, latent_dim: int | None, n_trials: float, epochs: float, seed: float, force: bool,
+             storage: str, experiment: str) -> None:
+    """The whole job: PCA baseline, tuned ae / sparse / vae, registered, compared.
+
+    Registers the best of each kind as <dataset>-<kind> (champion/challenger rules of
+    `register`), prints the leaderboard and a serve command per model. Steps already finished
+    with the same settings and code are reused; --force runs everything anew.
+    """
+    from aeservice.pipeline import PipelineSettings, run_pipeline
+
+    trials = _whole(n_trials, "n_trials")
+    if trials < 1:
+        raise UserError(f"n_trials must be at least 1, got {trials}")
+    config = TrainConfig(DataConfig(dataset=dataset),
+                         ModelConfig(latent_dim=latent_dim, epochs=_whole(epochs, "epochs"), seed=_whole(seed, "seed")),
+                         experiment=experiment).validate()
+    result = run_pipeline(config, PipelineSettings(n_trials=trials, force=force,
+                                                   storage=None if storage.strip().lower() == "auto" else storage),
+                          echo=lambda line: click.echo(line, err=True))
+    click.echo(result.leaderboard)
+    click.echo(f"\nmain run {result.run_id}; comparison run {result.comparison_run_id}")
+    reused = sum(step.reused for step in result.steps)
+    click.echo(f"{reused} of {len(result.steps)} steps reused")
+    click.echo("serve a model (then POST to http://127.0.0.1:5000/invocations):")
+    for step in result.steps:
+        click.echo(f"  mlflow models serve -m models:/{step.registered_as}@champion --env-manager local -p 5000")
+
+
 # ---- tune ---------------------------------------------------------------------------------------
 # Options `tune` can search (ModelConfig fields; aeservice.tuning.OPTION_PARAMS says what each fixes).
 _SEARCHABLE = ("latent_dim", "hidden", "learning_rate", "weight_decay", "beta", "l1", "sparsity_weight",
@@ -270,12 +313,15 @@ def _auto(value: Any) -> bool:
 @click.option("--prune-warmup", type=_IntOrAuto(), default=None,
               help="Epochs each trial trains before it can be pruned (hyperband: its smallest budget). "
                    "[default: auto = max(5, epochs / 10)]")
+@click.option("--register-as", default="none", metavar="NAME",
+              help="When the study ends, register the best trial's model as NAME (champion/challenger "
+                   "rules of `aeservice register`).")
 @click.option("--quiet", is_flag=True, help="No line per trial.")
 @click.pass_context
 @user_errors
 def tune(ctx: click.Context, n_trials: float, timeout: float, storage: str, study_name: str, pruner: str,
          objective: str, direction: str, ranges: tuple[str, ...], prune_startup: float, prune_warmup: int | None,
-         quiet: bool, **options: Any) -> None:
+         register_as: str, quiet: bool, **options: Any) -> None:
     """Search hyperparameters with Optuna; every trial is a nested MLflow run of `train`.
 
     Searched per kind: latent_dim (up to the feature count), hidden width and depth, learning_rate,
@@ -321,6 +367,13 @@ def tune(ctx: click.Context, n_trials: float, timeout: float, storage: str, stud
     if r.best_run_id:
         click.echo(f"best model: runs:/{r.best_run_id}/model")
     click.echo(f"dashboard: optuna-dashboard {r.storage}", err=True)
+    if register_as.strip().lower() not in ("", "none"):
+        if not r.best_run_id:
+            raise UserError(f"the best trial has no logged model to register as {register_as!r}")
+        from aeservice.registry import register_run
+
+        for line in register_run(r.best_run_id, register_as.strip()).lines():
+            click.echo(line)
 
 
 @main.command()

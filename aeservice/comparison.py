@@ -157,9 +157,17 @@ def leaderboard(runs: Sequence[Run], all_runs: bool = False) -> list[Row]:
     return sorted((_row(r) for r in chosen), key=_order)
 
 
-def _text(value: Any, blank: str) -> str:
+_NUMERIC_PARAMS = ("learning_rate", "beta", "l1", "sparsity_weight", "weight_decay")
+
+
+def _text(value: Any, blank: str, column: str = "") -> str:
     if value is None:
         return blank
+    if column in _NUMERIC_PARAMS and isinstance(value, str):  # params come back as text: shorten them
+        try:
+            value = float(value)
+        except ValueError:
+            return value
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
@@ -168,7 +176,7 @@ def _text(value: Any, blank: str) -> str:
 def format_table(rows: Sequence[Row]) -> str:
     """A fixed-width table for the terminal: text left, numbers right, '-' where a value does not apply."""
     headers = [_SHORT.get(c, c) for c in COLUMNS]
-    cells = [[_text(row[c], "-") for c in COLUMNS] for row in rows]
+    cells = [[_text(row[c], "-", c) for c in COLUMNS] for row in rows]
     widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
     left = {"kind", "dataset", "run_id", "hidden"}
 
@@ -181,7 +189,7 @@ def format_table(rows: Sequence[Row]) -> str:
 def to_markdown(rows: Sequence[Row]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |",
              "|" + "|".join("---" if c in ("kind", "dataset", "hidden", "run_id") else "---:" for c in COLUMNS) + "|"]
-    lines += ["| " + " | ".join(_text(row[c], "-") for c in COLUMNS) + " |" for row in rows]
+    lines += ["| " + " | ".join(_text(row[c], "-", c) for c in COLUMNS) + " |" for row in rows]
     return "\n".join(lines)
 
 

@@ -17,7 +17,7 @@ from aeservice.training import prepare
 from aeservice.tuning.interrupt import GracefulInterrupt
 from aeservice.tuning.objective import RUN_ID_ATTR, TrialObjective, objective_spec
 from aeservice.tuning.report import log_summary, mark_best, progress_printer
-from aeservice.tuning.space import OPTION_PARAMS, describe, search_space
+from aeservice.tuning.space import OPTION_PARAMS, default_params, describe, search_space
 from aeservice.tuning.study import default_storage, make_pruner, make_sampler, open_storage, open_study, redact
 from aeservice.tuning.study import storage_url as to_url
 
@@ -63,12 +63,14 @@ def _log_new_params(params: dict) -> None:
     mlflow.log_params({k: v for k, v in params.items() if k not in have})
 
 
-def tune(config: TrainConfig, settings: TuneSettings | None = None, progress: bool = True) -> TuneResult:
+def tune(config: TrainConfig, settings: TuneSettings | None = None, progress: bool = True,
+         nested: bool = False) -> TuneResult:
     """Run `settings.n_trials` trials of a (new or resumed) study; return the study's best so far.
 
     Values in `config` for searched parameters are ignored; options named in `settings.fixed`
     keep their config value. Bad settings raise UserError before any run or trial starts.
     Ctrl-C keeps the finished trials, logs the summary and ends the parent run KILLED.
+    `nested` puts the parent run under the active run (the `main` pipeline's).
     """
     settings = settings or TuneSettings()
     prepared = prepare(config)
@@ -88,13 +90,13 @@ def tune(config: TrainConfig, settings: TuneSettings | None = None, progress: bo
     if progress:  # our line per trial replaces Optuna's log lines (and their tracebacks of failed trials)
         optuna.logging.set_verbosity(logging.ERROR)
     try:
-        return _tune(prepared, space, spec, settings, storage_url, study_name, progress)
+        return _tune(prepared, space, spec, settings, storage_url, study_name, progress, nested)
     finally:
         optuna.logging.set_verbosity(verbosity)
 
 
 def _tune(prepared, space, spec, settings: TuneSettings, storage_url: str, study_name: str,
-          progress: bool) -> TuneResult:
+          progress: bool, nested: bool = False) -> TuneResult:
     config, kind = prepared.config, prepared.config.model.model
     storage = open_storage(storage_url, settings.heartbeat_interval, max_retry=settings.max_retry)
     warmup = settings.prune_warmup_epochs
@@ -104,8 +106,10 @@ def _tune(prepared, space, spec, settings: TuneSettings, storage_url: str, study
     study = open_study(study_name, storage, spec.direction, make_sampler(config.model.seed), pruner,
                        {"model": kind, "dataset": prepared.dataset.name, "objective": spec.name})
     shown = redact(storage_url)
+    done = len(study.get_trials(deepcopy=False))
+    if not done:  # a new study starts from the given settings: tuning never ends worse than train
+        study.enqueue_trial(default_params(config, space), skip_if_exists=True)
     if progress:
-        done = len(study.get_trials(deepcopy=False))
         print(f"study {study_name} in {shown}: " + (f"resuming, {done} trials so far" if done else "new"),
               file=sys.stderr, flush=True)
     tags = {"model": kind, "dataset": prepared.dataset.name, "optuna.study": study_name, "optuna.storage": shown}
@@ -114,7 +118,7 @@ def _tune(prepared, space, spec, settings: TuneSettings, storage_url: str, study
     fixed_params = {k: v for k, v in config.flatten().items()
                     if not any(p in searched for p in OPTION_PARAMS.get(k, ()))}
     callbacks = [progress_printer(spec.name)] if progress else []
-    with mlflow_run(config.experiment, tags=tags, run_name=f"tune-{study_name}") as parent:
+    with mlflow_run(config.experiment, nested=nested, tags=tags, run_name=f"tune-{study_name}") as parent:
         mlflow.set_tags(tags)  # under `mlflow run` the run already existed without them
         _log_new_params({**fixed_params, "study_name": study_name, "storage": shown, "objective": spec.name,
                          "direction": spec.direction, "pruner": settings.pruner, "n_trials": settings.n_trials,

@@ -16,7 +16,7 @@ from aeservice.config import TrainConfig
 from aeservice.errors import UserError
 
 __all__ = ["Param", "KindSpace", "KIND_SPACES", "OPTION_PARAMS", "MAX_LATENT", "search_space", "suggest",
-           "apply_params", "parse_ranges", "describe"]
+           "apply_params", "default_params", "parse_ranges", "describe"]
 
 MAX_LATENT = 32  # larger codes stop being a compression of the data sets this service is for
 
@@ -137,6 +137,25 @@ def _narrow(param: Param, low: float, high: float) -> Param:
 def suggest(trial, space: Mapping[str, Param]) -> dict[str, Any]:
     """Ask the trial for every searched value, in table order (so samplers see a stable space)."""
     return {name: param.suggest(trial) for name, param in space.items()}
+
+
+def default_params(config: TrainConfig, space: Mapping[str, Param]) -> dict[str, Any]:
+    """The config's own values as a first trial, clipped into the searched ranges.
+
+    Enqueued as trial 0 of a new study, so a small budget never ends worse than `train` with the
+    same settings (5 random-ish TPE start-up trials can all land far from good defaults).
+    """
+    m = config.model
+    own = {"hidden_width": m.hidden[0] if m.hidden else None, "hidden_depth": len(m.hidden) or None,
+           **{name: getattr(m, name, None) for name in space if name not in ("hidden_width", "hidden_depth")}}
+    values: dict[str, Any] = {}
+    for name, param in space.items():
+        value = own.get(name)
+        if value is None:
+            continue  # e.g. latent_dim "auto": let the sampler choose
+        value = min(max(value, param.low), param.high)
+        values[name] = int(round(value)) if param.integer else float(value)
+    return values
 
 
 def apply_params(config: TrainConfig, values: Mapping[str, Any]) -> TrainConfig:

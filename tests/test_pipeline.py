@@ -1,0 +1,96 @@
+"""The main job: steps reused on a second run, force runs anew, registration, the MLproject entry."""
+from __future__ import annotations
+
+import os
+import subprocess
+
+import mlflow
+import pytest
+from click.testing import CliRunner
+from conftest import BIN, REPO
+
+from aeservice.cli import main
+from aeservice.config import DataConfig, ModelConfig, TrainConfig
+from aeservice.pipeline import KINDS, PipelineSettings, code_version, run_pipeline
+
+
+def _config(experiment: str) -> TrainConfig:
+    return TrainConfig(DataConfig(dataset="curve3d", n_samples=200),
+                       ModelConfig(epochs=3, hidden=(16,), patience=0), experiment=experiment)
+
+
+def _training_runs(experiment: str) -> list:
+    return [r for r in mlflow.search_runs(experiment_names=[experiment], output_format="list")
+            if "model" in r.data.tags]
+
+
+def test_second_run_reuses_every_step_and_force_runs_anew(tracking_uri, tmp_path):
+    settings = PipelineSettings(n_trials=1, storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    first = run_pipeline(_config("pipe"), settings, echo=lambda line: None)
+    assert [s.kind for s in first.steps] == list(KINDS) and not any(s.reused for s in first.steps)
+    client = mlflow.MlflowClient()
+    for step in first.steps:
+        assert step.registered_as == f"curve3d-{step.kind}"
+        champion = client.get_model_version_by_alias(step.registered_as, "champion")
+        assert champion.run_id == step.model_run_id
+    assert first.comparison_run_id and "pca" in first.leaderboard
+    runs_after_first = len(_training_runs("pipe"))
+
+    second = run_pipeline(_config("pipe"), settings, echo=lambda line: None)
+    assert all(s.reused for s in second.steps)
+    assert [s.model_run_id for s in second.steps] == [s.model_run_id for s in first.steps]
+    assert len(_training_runs("pipe")) == runs_after_first  # nothing trained again
+    for step in second.steps:  # and nothing registered twice
+        assert len(client.search_model_versions(f"name = '{step.registered_as}'")) == 1
+
+    changed = run_pipeline(_config("pipe"), PipelineSettings(n_trials=1, storage=settings.storage, force=True),
+                           echo=lambda line: None)
+    assert not any(s.reused for s in changed.steps)
+    assert len(_training_runs("pipe")) > runs_after_first
+    for step in changed.steps:
+        versions = client.search_model_versions(f"name = '{step.registered_as}'")
+        assert len(versions) == 2
+        assert client.get_model_version_by_alias(step.registered_as, "challenger").run_id == step.model_run_id
+
+
+def test_code_version_changes_with_the_source(tmp_path, monkeypatch):
+    import aeservice
+
+    before = code_version()
+    fake = tmp_path / "aeservice"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("x = 1\n")
+    monkeypatch.setattr(aeservice, "__file__", str(fake / "__init__.py"))
+    assert code_version() != before
+
+
+def test_tune_register_as_registers_the_best_trial(tracking_uri, tmp_path):
+    result = CliRunner().invoke(main, [
+        "tune", "--model", "ae", "--dataset", "curve3d", "--n-samples", "200", "--epochs", "2", "--n-trials", "2",
+        "--hidden", "16", "--storage", f"sqlite:///{tmp_path / 'optuna.db'}", "--experiment", "reg",
+        "--register-as", "curve-ae", "--quiet"])
+    assert result.exit_code == 0, result.output
+    best = [r for r in _training_runs("reg") if r.data.tags.get("best_trial") == "true"]
+    assert len(best) == 1
+    version = mlflow.MlflowClient().get_model_version_by_alias("curve-ae", "champion")
+    assert version.run_id == best[0].info.run_id
+    assert "champion" in result.output
+
+
+def test_mlflow_run_main_entry_point_logs_into_the_aeservice_experiment(tracking_uri, tmp_path):
+    env = dict(os.environ, MLFLOW_TRACKING_URI=tracking_uri, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
+    for leaked in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        env.pop(leaked, None)
+    proc = subprocess.run(
+        [str(BIN / "mlflow"), "run", str(REPO), "-P", "dataset=two_gaussians", "-P", "n_trials=1", "-P", "epochs=2",
+         "-P", "experiment=mainjob", "--env-manager", "local"],
+        capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "4 of 4 steps reused" not in proc.stdout and "models:/two_gaussians-vae@champion" in proc.stdout
+    [parent] = [r for r in mlflow.search_runs(experiment_names=["mainjob"], output_format="list")
+                if r.data.tags.get("aeservice.step") == "main"]
+    launcher = mlflow.search_runs(experiment_names=["Default"], output_format="list")
+    assert [r.data.tags.get("aeservice.main_run_id") for r in launcher] == [parent.info.run_id]
+    client = mlflow.MlflowClient()
+    for kind in KINDS:
+        assert client.get_model_version_by_alias(f"two_gaussians-{kind}", "champion")
