@@ -25,34 +25,25 @@ _DEFAULT_MODEL = ModelConfig()
 _DEFAULT_DATA = DataConfig()
 
 
-class _IntOrAuto(click.ParamType):
-    """An integer, or 'auto' for the default chosen from the data."""
+class _OrAuto(click.ParamType):
+    """A number, or 'auto' (None): the value is then chosen from the data or searched."""
 
-    name = "INTEGER|auto"
+    def __init__(self, integer: bool):
+        self.integer = integer
+        self.name = "INTEGER|auto" if integer else "FLOAT|auto"
 
     def convert(self, value, param, ctx):
-        if value is None or isinstance(value, int):
+        if value is None or isinstance(value, int if self.integer else float):
             return value
         if str(value).strip().lower() in ("auto", "", "none"):
             return None
         try:
-            return int(float(value)) if float(value).is_integer() else self.fail(f"{value!r} is not an integer")
-        except ValueError:
-            self.fail(f"{value!r} is not an integer or 'auto'", param, ctx)
-
-
-class _FloatOrAuto(_IntOrAuto):
-    name = "FLOAT|auto"
-
-    def convert(self, value, param, ctx):
-        if value is None or isinstance(value, float):
-            return value
-        if str(value).strip().lower() in ("auto", "", "none"):
-            return None
-        try:
-            return float(value)
+            number = float(value)
         except ValueError:
             self.fail(f"{value!r} is not a number or 'auto'", param, ctx)
+        if self.integer and not number.is_integer():
+            self.fail(f"{value!r} is not a whole number or 'auto'", param, ctx)
+        return int(number) if self.integer else number
 
 
 def _whole(value: float, name: str) -> int:
@@ -69,7 +60,7 @@ def _option_list() -> list[Callable]:
                      help="Model kind: pca baseline, dense ae, sparse ae, or vae."),
         click.option("--dataset", default=d.dataset, show_default=True,
                      help="Built-in set (see `aeservice datasets`) or a path to .csv, .npy or .npz."),
-        click.option("--latent-dim", type=_IntOrAuto(), default=None,
+        click.option("--latent-dim", type=_OrAuto(integer=True), default=None,
                      help="Size of the code. [default: auto = 2, or the feature count if smaller]"),
         click.option("--hidden", default=",".join(map(str, m.hidden)), show_default=True,
                      help="Hidden layer widths of the encoder, comma-separated; the decoder mirrors them."),
@@ -94,9 +85,9 @@ def _option_list() -> list[Callable]:
                           "weights; 0 turns early stopping off."),
         click.option("--seed", type=float, default=m.seed, show_default=True,
                      help="Seeds the split, initial weights, sampling noise and mixtures."),
-        click.option("--n-samples", type=_IntOrAuto(), default=None,
+        click.option("--n-samples", type=_OrAuto(integer=True), default=None,
                      help="Rows to generate for the synthetic sets. [default: auto]"),
-        click.option("--noise", type=_FloatOrAuto(), default=None,
+        click.option("--noise", type=_OrAuto(integer=False), default=None,
                      help="Noise level of the synthetic sets (normal1d: its std). [default: auto]"),
         click.option("--label-column", default=None, help="CSV column with labels (used for plots only)."),
         click.option("--data-kind", type=click.Choice(["auto", "continuous", "image"]), default="auto",
@@ -219,7 +210,7 @@ def datasets() -> None:
 @main.command("main")
 @click.option("--dataset", default="digits", show_default=True,
               help="Built-in set or a .csv/.npy/.npz path; every kind trains on it.")
-@click.option("--latent-dim", type=_IntOrAuto(), default=None,
+@click.option("--latent-dim", type=_OrAuto(integer=True), default=None,
               help="Code size shared by every kind. [default: auto = 2, or the feature count if smaller]")
 @click.option("--n-trials", type=float, default=8, show_default=True,
               help="Optuna trials per tuned kind; the first tries the default settings.")
@@ -273,7 +264,7 @@ def _searchable(func: Callable) -> Callable:
     for param in getattr(func, "__click_params__", []):
         if param.name in _SEARCHABLE:
             if isinstance(param.type, click.types.FloatParamType):
-                param.type = _FloatOrAuto()
+                param.type = _OrAuto(integer=False)
             param.show_default = False
             param.help = (param.help or "").split(" [default")[0] + " [default: searched; a value fixes it]"
     return func
@@ -310,7 +301,7 @@ def _auto(value: Any) -> bool:
                    "sparsity_weight sparsity_target.")
 @click.option("--prune-startup", type=float, default=5, show_default=True,
               help="Complete trials before the median pruner prunes anything.")
-@click.option("--prune-warmup", type=_IntOrAuto(), default=None,
+@click.option("--prune-warmup", type=_OrAuto(integer=True), default=None,
               help="Epochs each trial trains before it can be pruned (hyperband: its smallest budget). "
                    "[default: auto = max(5, epochs / 10)]")
 @click.option("--register-as", default="none", metavar="NAME",

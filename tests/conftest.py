@@ -17,6 +17,21 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
+def subprocess_env(tracking_uri: str) -> dict[str, str]:
+    """Environment for a real child process (aeservice, mlflow run, mlflow models serve).
+
+    This checkout's package first on the path, the venv's tools on PATH, and none of the run or
+    experiment variables that `mlflow.set_experiment` exports into this process.
+    """
+    env = {k: v for k, v in os.environ.items() if k not in _LEAKED}
+    env.update(MLFLOW_TRACKING_URI=tracking_uri, PYTHONPATH=str(REPO),
+               PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    return env
+
+
+_LEAKED = ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _work_in_a_temp_folder(tmp_path_factory):
     """SQLite stores put artifacts in ./mlruns of the working folder: keep that out of the repo."""

@@ -1,13 +1,11 @@
 """The `aeservice` command: real processes for the happy paths, one-line errors for bad input."""
 from __future__ import annotations
 
-import os
 import subprocess
 
 import mlflow
-import pytest
 from click.testing import CliRunner
-from conftest import BIN, REPO
+from conftest import BIN, REPO, subprocess_env
 
 from aeservice.cli import main
 
@@ -71,16 +69,11 @@ def test_divergence_marks_the_run_failed(tracking_uri):
     assert _statuses() == ["FAILED"]
 
 
-def _env(uri):
-    env = dict(os.environ, MLFLOW_TRACKING_URI=uri, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
-    for leaked in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):  # set_experiment exports
-        env.pop(leaked, None)
-    return env
 
 
 def test_train_command_in_a_real_process(tracking_uri, tmp_path):
     proc = subprocess.run([str(BIN / "aeservice"), "train", "--model", "sparse", "--dataset", "scurve", *FAST],
-                          capture_output=True, text=True, timeout=300, env=_env(tracking_uri), cwd=tmp_path)
+                          capture_output=True, text=True, timeout=300, env=subprocess_env(tracking_uri), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "epoch 2/2" in proc.stderr and "test_mse" in proc.stdout
     [run] = mlflow.search_runs(experiment_names=["cli"], output_format="list")
@@ -89,7 +82,7 @@ def test_train_command_in_a_real_process(tracking_uri, tmp_path):
 
 def test_bad_input_in_a_real_process_has_no_traceback(tracking_uri, tmp_path):
     proc = subprocess.run([str(BIN / "aeservice"), "train", "--dataset", "nope"], capture_output=True, text=True,
-                          timeout=120, env=_env(tracking_uri), cwd=tmp_path)
+                          timeout=120, env=subprocess_env(tracking_uri), cwd=tmp_path)
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines()[-1].startswith("Error: unknown data set 'nope'")
     assert "Traceback" not in proc.stderr
@@ -100,7 +93,7 @@ def test_mlflow_run_train_entry_point(tracking_uri):
         [str(BIN / "mlflow"), "run", str(REPO), "-e", "train", "-P", "model=vae", "-P", "dataset=digits",
          "-P", "latent_dim=2", "-P", "epochs=2", "-P", "hidden=16", "-P", "learning_rate=1e-3",
          "--env-manager", "local", "--experiment-name", "mlproject"],
-        capture_output=True, text=True, timeout=600, env=_env(tracking_uri))
+        capture_output=True, text=True, timeout=600, env=subprocess_env(tracking_uri))
     assert proc.returncode == 0, proc.stderr[-3000:]
     [run] = mlflow.search_runs(experiment_names=["mlproject"], output_format="list")
     assert run.info.status == "FINISHED"

@@ -15,7 +15,7 @@ import mlflow
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import BIN, REPO, small_config
+from conftest import BIN, REPO, small_config, subprocess_env
 
 from aeservice.cli import main
 from aeservice.comparison import (COLUMNS, COMPARISON_TAG, compare, format_table, leaderboard, load_run_model,
@@ -265,15 +265,11 @@ def test_cli_errors_are_one_line(store, args, message):
     assert len(mlflow.search_runs(search_all_experiments=True, output_format="list")) == before
 
 
-def _env(uri: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT"))}
-    env.update(MLFLOW_TRACKING_URI=uri, PYTHONPATH=str(REPO), PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
-    return env
 
 
 def test_aeservice_compare_in_a_real_process(store, module_tracking_uri):
     proc = subprocess.run([str(BIN / "aeservice"), "compare", "--experiment", EXP, "--dataset", "two_gaussians"],
-                          capture_output=True, text=True, timeout=300, env=_env(module_tracking_uri))
+                          capture_output=True, text=True, timeout=300, env=subprocess_env(module_tracking_uri))
     assert proc.returncode == 0, proc.stderr[-2000:]
     best = _expected_best(store)
     rows = [line.split() for line in proc.stdout.splitlines() if line.startswith(("pca ", "ae "))]
@@ -284,7 +280,7 @@ def test_aeservice_compare_in_a_real_process(store, module_tracking_uri):
     assert files == {f"plots/two_gaussians/{p}.png" for p in PLOTS}
 
     proc = subprocess.run([str(BIN / "aeservice"), "compare", "--experiment", "nope"],
-                          capture_output=True, text=True, timeout=300, env=_env(module_tracking_uri))
+                          capture_output=True, text=True, timeout=300, env=subprocess_env(module_tracking_uri))
     assert proc.returncode == 1 and proc.stdout == ""
     assert proc.stderr.strip() == f"Error: experiment 'nope' not found in {module_tracking_uri}"
 
@@ -292,7 +288,7 @@ def test_aeservice_compare_in_a_real_process(store, module_tracking_uri):
 def test_mlflow_run_compare_entry_point(store, module_tracking_uri):
     proc = subprocess.run([str(BIN / "mlflow"), "run", str(REPO), "-e", "compare", "--env-manager", "local",
                            "--experiment-name", EXP, "-P", f"experiment={EXP}", "-P", "dataset=two_gaussians"],
-                          capture_output=True, text=True, timeout=300, env=_env(module_tracking_uri))
+                          capture_output=True, text=True, timeout=300, env=subprocess_env(module_tracking_uri))
     assert proc.returncode == 0, proc.stderr[-2000:]
     run_id = proc.stdout.split("report: run ", 1)[1].split()[0]
     run = mlflow.get_run(run_id)

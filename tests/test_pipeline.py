@@ -1,13 +1,11 @@
 """The main job: steps reused on a second run, force runs anew, registration, the MLproject entry."""
 from __future__ import annotations
 
-import os
 import subprocess
 
 import mlflow
-import pytest
 from click.testing import CliRunner
-from conftest import BIN, REPO
+from conftest import BIN, REPO, subprocess_env
 
 from aeservice.cli import main
 from aeservice.config import DataConfig, ModelConfig, TrainConfig
@@ -78,9 +76,7 @@ def test_tune_register_as_registers_the_best_trial(tracking_uri, tmp_path):
 
 
 def test_mlflow_run_main_entry_point_logs_into_the_aeservice_experiment(tracking_uri, tmp_path):
-    env = dict(os.environ, MLFLOW_TRACKING_URI=tracking_uri, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
-    for leaked in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
-        env.pop(leaked, None)
+    env = subprocess_env(tracking_uri)
     proc = subprocess.run(
         [str(BIN / "mlflow"), "run", str(REPO), "-P", "dataset=two_gaussians", "-P", "n_trials=1", "-P", "epochs=2",
          "-P", "experiment=mainjob", "--env-manager", "local"],

@@ -4,13 +4,12 @@ PCA runs make the promotion rule deterministic: on digits, 10 components always 
 """
 from __future__ import annotations
 
-import os
 import subprocess
 
 import mlflow
 import pytest
 from click.testing import CliRunner
-from conftest import BIN, REPO, small_config
+from conftest import BIN, REPO, small_config, subprocess_env
 
 from aeservice import registry
 from aeservice.cli import main
@@ -138,19 +137,13 @@ def test_cli_register_prints_version_and_aliases(runs):
     assert "Traceback" not in result.output
 
 
-def _env(uri: str) -> dict[str, str]:
-    env = dict(os.environ, MLFLOW_TRACKING_URI=uri, PYTHONPATH=str(REPO),
-               PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
-    for leaked in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
-        env.pop(leaked, None)
-    return env
 
 
 def test_mlflow_run_register_entry_point(runs, module_tracking_uri):
     proc = subprocess.run(
         [str(BIN / "mlflow"), "run", str(REPO), "-e", "register", "-P", f"run_id={runs['better'][0]}",
          "-P", "name=mlproject", "--env-manager", "local", "--experiment-name", "register"],
-        capture_output=True, text=True, timeout=600, env=_env(module_tracking_uri))
+        capture_output=True, text=True, timeout=600, env=subprocess_env(module_tracking_uri))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "registered mlproject version 1" in proc.stdout
     assert _aliases("mlproject") == {CHAMPION: 1, CHALLENGER: 1}
@@ -158,7 +151,7 @@ def test_mlflow_run_register_entry_point(runs, module_tracking_uri):
 
 def test_register_command_error_in_a_real_process(module_tracking_uri, tmp_path):
     proc = subprocess.run([str(BIN / "aeservice"), "register", "--run-id", "nope", "--name", "x"],
-                          capture_output=True, text=True, timeout=300, env=_env(module_tracking_uri), cwd=tmp_path)
+                          capture_output=True, text=True, timeout=300, env=subprocess_env(module_tracking_uri), cwd=tmp_path)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith("Error: unknown run id 'nope'")
     assert "Traceback" not in proc.stderr

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import BIN, REPO, small_config
+from conftest import BIN, REPO, small_config, subprocess_env
 
 from aeservice.models import Autoencoder
 from aeservice.registry import register_run
@@ -45,12 +45,6 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _env(uri: str) -> dict[str, str]:
-    env = dict(os.environ, MLFLOW_TRACKING_URI=uri, PYTHONPATH=str(REPO),
-               PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
-    for leaked in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
-        env.pop(leaked, None)
-    return env
 
 
 def _wait_until_up(url: str, proc: subprocess.Popen, log: Path, timeout: float = 300) -> None:
@@ -79,7 +73,7 @@ def server(module_tracking_uri, tmp_path_factory):
         proc = subprocess.Popen(
             [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{NAME}@champion", "--env-manager", "local",
              "-h", "127.0.0.1", "-p", str(port)],
-            env=_env(module_tracking_uri), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            env=subprocess_env(module_tracking_uri), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         _wait_until_up(url, proc, log)
         yield Server(url, result.model, prepared.split.test[:5], log)

@@ -12,7 +12,7 @@ import mlflow
 import optuna
 import pytest
 from click.testing import CliRunner
-from conftest import BIN, REPO
+from conftest import BIN, REPO, subprocess_env
 
 from aeservice.config import DataConfig, ModelConfig, TrainConfig
 from aeservice.errors import UserError
@@ -171,12 +171,6 @@ def test_cli_rejects_bad_ranges_with_one_line(store):
     assert not os.path.exists("optuna.db")  # rejected before any study was made
 
 
-def _env(tracking_uri: str) -> dict:
-    env = dict(os.environ, MLFLOW_TRACKING_URI=tracking_uri, PYTHONPATH=str(REPO),
-               PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
-    for leaked in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
-        env.pop(leaked, None)
-    return env
 
 
 def test_two_workers_share_one_study_with_distinct_trials(store, tmp_path):
@@ -188,7 +182,7 @@ def test_two_workers_share_one_study_with_distinct_trials(store, tmp_path):
     cli = [sys.executable, "-m", "aeservice", "tune", "--experiment", "workers",
            *[a for k, v in common.items() for a in (f"--{k.replace('_', '-')}", v)]]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-                              env=_env(store["tracking"])) for cmd in (mlflow_run, cli)]
+                              env=subprocess_env(store["tracking"])) for cmd in (mlflow_run, cli)]
     outs = [p.communicate(timeout=600) for p in procs]
     for proc, (out, err) in zip(procs, outs):
         assert proc.returncode == 0, err[-3000:]
@@ -224,7 +218,7 @@ tune(cfg, TuneSettings(n_trials=1, storage=sys.argv[1], study_name="dead", prune
 def test_a_dead_workers_trial_is_failed_and_retried(store, tmp_path):
     storage = store["optuna"]
     proc = subprocess.Popen([sys.executable, "-c", _DYING_WORKER, storage], cwd=tmp_path,
-                            env=_env(store["tracking"]), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            env=subprocess_env(store["tracking"]), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:  # wait until its trial is running, then kill it hard

@@ -1,7 +1,6 @@
 """Dense autoencoders: the plain AE and the sparse AE (L1 on the code, optional KL sparsity)."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import keras
 import numpy as np

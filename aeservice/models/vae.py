@@ -1,7 +1,6 @@
 """The variational autoencoder: Gaussian decoder for continuous data, Bernoulli for images."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import keras
 import numpy as np
