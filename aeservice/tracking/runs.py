@@ -26,7 +26,8 @@ from aeservice.serving.methods import DEFAULT_SAMPLES
 from aeservice.tracking.plots import all_figures
 from aeservice.training import Prepared, TrainResult, fit_and_evaluate
 
-__all__ = ["train_run", "mlflow_run", "metrics_logger", "log_model", "SIGNATURE", "MODEL_ARTIFACT"]
+__all__ = ["train_run", "mlflow_run", "metrics_logger", "log_model", "log_new_params", "SIGNATURE",
+           "MODEL_ARTIFACT"]
 
 MODEL_ARTIFACT = "model"  # runs:/<id>/model
 
@@ -99,7 +100,7 @@ def _requirements() -> list[str]:
     return reqs
 
 
-def _log_new_params(params: dict) -> None:
+def log_new_params(params: dict) -> None:
     """Log params the run does not have yet: `mlflow run` logs -P values as typed (e.g. 1e-3)."""
     run = mlflow.active_run()
     have = mlflow.get_run(run.info.run_id).data.params
@@ -114,7 +115,7 @@ def train_run(prepared: Prepared, callbacks: Sequence[EpochCallback] = (), neste
                 **(tags or {})}
     with mlflow_run(cfg.experiment, nested=nested, tags=run_tags,
                     run_name=f"{cfg.model.model}-{data.name}") as run:
-        _log_new_params({**cfg.flatten(), "n_features": data.n_features, "n_train": len(split.train),
+        log_new_params({**cfg.flatten(), "n_features": data.n_features, "n_train": len(split.train),
                          "data_kind_used": data.kind})
         with warnings.catch_warnings():  # a file path "can be interpreted in multiple ways": it is a path
             warnings.simplefilter("ignore", UserWarning)

@@ -12,7 +12,7 @@ import optuna
 
 from aeservice.config import TrainConfig
 from aeservice.errors import UserError
-from aeservice.tracking import mlflow_run
+from aeservice.tracking import log_new_params, mlflow_run
 from aeservice.training import prepare
 from aeservice.tuning.interrupt import GracefulInterrupt
 from aeservice.tuning.objective import RUN_ID_ATTR, TrialObjective, objective_spec
@@ -55,12 +55,6 @@ class TuneResult:
     n_failed: int
     objective: str = "val_mse"
     direction: str = "minimize"
-
-
-def _log_new_params(params: dict) -> None:
-    """Log params the run does not have yet (`mlflow run` has logged the -P values already)."""
-    have = mlflow.get_run(mlflow.active_run().info.run_id).data.params
-    mlflow.log_params({k: v for k, v in params.items() if k not in have})
 
 
 def tune(config: TrainConfig, settings: TuneSettings | None = None, progress: bool = True,
@@ -120,7 +114,7 @@ def _tune(prepared, space, spec, settings: TuneSettings, storage_url: str, study
     callbacks = [progress_printer(spec.name)] if progress else []
     with mlflow_run(config.experiment, nested=nested, tags=tags, run_name=f"tune-{study_name}") as parent:
         mlflow.set_tags(tags)  # under `mlflow run` the run already existed without them
-        _log_new_params({**fixed_params, "study_name": study_name, "storage": shown, "objective": spec.name,
+        log_new_params({**fixed_params, "study_name": study_name, "storage": shown, "objective": spec.name,
                          "direction": spec.direction, "pruner": settings.pruner, "n_trials": settings.n_trials,
                          "timeout": settings.timeout, **{f"search.{k}": v for k, v in describe(space).items()}})
         interrupted = False
