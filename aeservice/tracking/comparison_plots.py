@@ -13,7 +13,7 @@ import numpy as np
 from aeservice.config import MODEL_KINDS
 from aeservice.data import Dataset, Split
 from aeservice.models import Autoencoder
-from aeservice.tracking.plots import _scatter_labels, image_grid, project_2d
+from aeservice.tracking.plots import _scatter_labels, image_grid, label_palette, project_2d
 
 __all__ = ["test_mse_bars", "reconstruction_overlay", "reconstruction_grid", "latent_spaces",
            "comparison_figures", "MAX_OVERLAY_FEATURES"]
@@ -88,8 +88,8 @@ def _latent_panel(ax, codes: np.ndarray, labels: np.ndarray | None, categorical:
     if codes.shape[1] == 1:  # a 1-D code: how each class spreads along it
         bins = np.histogram_bin_edges(codes[:, 0], bins=30)
         groups = [(None, codes[:, 0])] if labels is None else [(v, codes[labels == v, 0]) for v in np.unique(labels)]
-        for value, part in groups:
-            ax.hist(part, bins=bins, alpha=0.5, label=None if value is None else str(value))
+        for (value, part), color in zip(groups, label_palette(len(groups))):
+            ax.hist(part, bins=bins, alpha=0.5, color=color, label=None if value is None else str(value))
         if labels is not None:
             ax.legend(fontsize=7, ncol=2)
         ax.set_xlabel("code")

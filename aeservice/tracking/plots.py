@@ -15,7 +15,7 @@ from aeservice.data import Dataset, Split  # noqa: E402
 from aeservice.models import Autoencoder  # noqa: E402
 
 __all__ = ["loss_curves", "latent_space", "latent_sweep", "reconstructions", "samples", "all_figures",
-           "project_2d", "image_grid"]
+           "project_2d", "image_grid", "label_palette"]
 
 
 def loss_curves(history: dict[str, list[float]]) -> plt.Figure:
@@ -45,13 +45,20 @@ def project_2d(points: np.ndarray, reference: np.ndarray | None = None) -> tuple
     return (points - mean) @ vt[:2].T, "PC 1", "PC 2"
 
 
+def label_palette(n: int) -> list:
+    """n distinct colours for class labels; a style's colour cycle can be shorter than 10."""
+    cmap = plt.get_cmap("tab10" if n <= 10 else "tab20")
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
 def _scatter_labels(ax, xy, labels, categorical):
     if labels is None:
         ax.scatter(xy[:, 0], xy[:, 1], s=6, alpha=0.7)
     elif categorical:
-        for value in np.unique(labels):
+        values = np.unique(labels)
+        for value, color in zip(values, label_palette(len(values))):
             keep = labels == value
-            ax.scatter(xy[keep, 0], xy[keep, 1], s=6, alpha=0.7, label=str(value))
+            ax.scatter(xy[keep, 0], xy[keep, 1], s=6, alpha=0.7, label=str(value), color=color)
         ax.legend(markerscale=3, fontsize=7, loc="best", ncol=2)
     else:
         points = ax.scatter(xy[:, 0], xy[:, 1], s=6, c=labels, cmap="viridis")
