@@ -1,4 +1,4 @@
 """`python -m aeservice` is the `aeservice` command (MLproject uses it, so no install is needed)."""
-from aeservice.cli import main
+from aeservice.cli import run
 
-main(prog_name="aeservice")
+run()

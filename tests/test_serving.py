@@ -5,12 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -18,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import BIN, REPO, small_config, subprocess_env
+from conftest import REPO, served, small_config, subprocess_env
 
 from aeservice.models import Autoencoder
 from aeservice.registry import register_run
@@ -39,51 +35,14 @@ class Server:
     log: Path
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-
-
-def _wait_until_up(url: str, proc: subprocess.Popen, log: Path, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"mlflow models serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/ping", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    pytest.fail(f"server did not answer /ping within {timeout} s:\n{log.read_text()[-3000:]}")
-
-
 @pytest.fixture(scope="module")
 def server(module_tracking_uri, tmp_path_factory):
     prepared = prepare(small_config("vae", epochs=3, hidden=(16,)))
     run_id, result = train_run(prepared)
     register_run(run_id, NAME)
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
     log = tmp_path_factory.mktemp("server") / "serve.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{NAME}@champion", "--env-manager", "local",
-             "-h", "127.0.0.1", "-p", str(port)],
-            env=subprocess_env(module_tracking_uri), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        _wait_until_up(url, proc, log)
+    with served(f"models:/{NAME}@champion", subprocess_env(module_tracking_uri), log) as url:
         yield Server(url, result.model, prepared.split.test[:5], log)
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # its own session: the CLI and the uvicorn it started
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def _post(server: Server, body: str | bytes, content_type: str = JSON) -> tuple[int, dict]:

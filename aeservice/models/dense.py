@@ -6,7 +6,7 @@ import keras
 import numpy as np
 
 from aeservice.models.keras_base import KerasAutoencoder, dense_stack
-from aeservice.models.layers import SparsityPenalty, mean_of_prediction
+from aeservice.models.layers import SparsityPenalty, dense, mean_of_prediction
 from aeservice.models.mixture import fit_mixture, sample_mixture
 
 __all__ = ["DenseAutoencoder", "SparseAutoencoder"]
@@ -21,10 +21,8 @@ class DenseAutoencoder(KerasAutoencoder):
     def _build_encoder(self) -> keras.Model:
         c = self.config
         x = keras.Input((self.n_features_,), name="x")
-        h = dense_stack(x, c.hidden, "relu", c.weight_decay, "enc")
-        reg = keras.regularizers.L2(c.weight_decay) if c.weight_decay > 0 else None
-        z = keras.layers.Dense(self.latent_dim_, activation=self.code_activation, kernel_regularizer=reg,
-                               name="code")(h)
+        h = dense_stack(x, c.hidden, "relu", c.weight_decay, "enc", c.seed)
+        z = dense(self.latent_dim_, "code", c.seed, self.code_activation, c.weight_decay)(h)
         return keras.Model(x, z, name="encoder")
 
     def _terms(self, z) -> tuple[dict, dict]:

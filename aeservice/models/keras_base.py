@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
-import random
+import sys
 from pathlib import Path
 
 import keras
@@ -15,6 +15,7 @@ import numpy as np
 
 from aeservice.errors import UserError
 from aeservice.models.base import Autoencoder, EpochCallback
+from aeservice.models.layers import dense
 from aeservice.models.plan import dense_plan
 
 __all__ = ["KerasAutoencoder", "DivergedError", "dense_stack", "infer"]
@@ -62,33 +63,24 @@ def _same(a, b) -> bool:
     return len(a) == len(b) and all(x.shape == y.shape and np.allclose(x, y, rtol=1e-3, atol=1e-4) for x, y in zip(a, b))
 
 
-def seed_everything(seed: int) -> None:
-    """What `keras.utils.set_random_seed` does, minus importing TensorFlow on other backends.
+def _leave_tensorflow_unloaded() -> None:
+    """On other backends, tell Keras that TensorFlow is absent even if it is installed.
 
-    Keras seeds TensorFlow whenever it is installed, in case of tf.data pipelines; we have none,
-    and that import alone cost 3.3 s of a 5 s JAX fit (measured with cProfile).
+    Keras probes `tf.available` (importing TensorFlow: 3.3 s and ~400 MB) when it seeds and
+    whenever it serializes a model, in case of tf.data or tf.TensorShape objects; we have none.
     """
-    if keras.backend.backend() == "tensorflow":
-        keras.utils.set_random_seed(seed)
-        return
-    from keras.src.backend.common import global_state
-    from keras.src.random import seed_generator
-    from keras.src.utils.rng_utils import GLOBAL_RANDOM_SEED
+    if keras.backend.backend() != "tensorflow" and "tensorflow" not in sys.modules:
+        from keras.src.utils import module_utils
 
-    global_state.set_global_attribute(GLOBAL_RANDOM_SEED, seed)
-    global_state.set_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR, None)
-    random.seed(seed)
-    np.random.seed(seed)
-    if keras.backend.backend() == "torch":
-        import torch
-
-        torch.manual_seed(seed)
+        module_utils.tensorflow._available = False
 
 
-def dense_stack(x, sizes, activation: str, l2: float, prefix: str):
-    reg = keras.regularizers.L2(l2) if l2 > 0 else None
+_leave_tensorflow_unloaded()
+
+
+def dense_stack(x, sizes, activation: str, l2: float, prefix: str, seed: int):
     for i, size in enumerate(sizes):
-        x = keras.layers.Dense(size, activation=activation, kernel_regularizer=reg, name=f"{prefix}_{i}")(x)
+        x = dense(size, f"{prefix}_{i}", seed, activation, l2)(x)
     return x
 
 
@@ -112,11 +104,9 @@ class KerasAutoencoder(Autoencoder):
 
     def _build_decoder(self) -> keras.Model:
         c = self.config
-        reg = keras.regularizers.L2(c.weight_decay) if c.weight_decay > 0 else None
         z = keras.Input((self.latent_dim_,), name="z")
-        h = dense_stack(z, tuple(reversed(c.hidden)), "relu", c.weight_decay, "dec")
-        out = keras.layers.Dense(self.n_features_, activation=self._output_activation(), kernel_regularizer=reg,
-                                 name="dec_out")(h)
+        h = dense_stack(z, tuple(reversed(c.hidden)), "relu", c.weight_decay, "dec", c.seed)
+        out = dense(self.n_features_, "dec_out", c.seed, self._output_activation(), c.weight_decay)(h)
         return keras.Model(z, out, name="decoder")
 
     def _build(self) -> tuple[keras.Model, dict, dict]:
@@ -125,7 +115,8 @@ class KerasAutoencoder(Autoencoder):
 
     def _fit(self, x_train: np.ndarray, x_val: np.ndarray, callbacks: list[EpochCallback], verbose: int) -> None:
         c = self.config
-        seed_everything(c.seed)
+        self.plans_ = {}  # a refit trains new nets: no plan of the old ones may answer for them
+        keras.utils.set_random_seed(c.seed)
         model, losses, weights = self._build()
         model.compile(optimizer=keras.optimizers.Adam(c.learning_rate), loss=losses, loss_weights=weights)
         xt, xv = x_train.astype("float32"), x_val.astype("float32")
@@ -137,12 +128,17 @@ class KerasAutoencoder(Autoencoder):
             keras_callbacks.append(keras.callbacks.EarlyStopping(
                 monitor=_MONITOR, mode="min", patience=c.patience, restore_best_weights=True,
                 start_from_epoch=self._monitor_from_epoch()))
+        # Validation needs no small batches: one batch is one compiled shape and one step per epoch.
         model.fit(xt, targets, validation_data=(xv, val_targets), epochs=c.epochs,
-                  batch_size=min(c.batch_size, len(xt)), shuffle=True, verbose=verbose, callbacks=keras_callbacks)
+                  batch_size=min(c.batch_size, len(xt)), validation_batch_size=min(len(xv), _MAX_VAL_BATCH),
+                  shuffle=True, verbose=verbose, callbacks=keras_callbacks)
         bad = [i for i, v in enumerate(self.history_.get("loss", [])) if not math.isfinite(v)]
         if bad:
             raise DivergedError(f"training diverged: loss became {self.history_['loss'][bad[0]]} at epoch "
                                 f"{bad[0] + 1}; try a smaller --learning-rate or --beta")
+        # Everything after training (metrics, mixture, plots, the logged model's check) is
+        # inference on arrays of many shapes; plans need no per-shape compile (JAX: ~0.08 s each).
+        self.freeze()
 
     def _encode(self, x: np.ndarray) -> np.ndarray:
         return self._run("encoder_", x)
@@ -151,10 +147,11 @@ class KerasAutoencoder(Autoencoder):
         return self._run("decoder_", z)
 
     def freeze(self) -> dict[str, bool]:
-        """For inference only (serving): run each net as a numpy plan where one reproduces it.
+        """For inference only: run each net as a numpy plan where one reproduces it.
 
         A plan is kept only if it matches the Keras net on a probe batch; other nets keep the
-        compiled Keras call. The weights are copied, so never train a frozen model further.
+        compiled Keras call. The weights are copied: `fit` freezes at its end, and a refit
+        drops the plans before it trains.
         """
         self.plans_ = {}
         rng = np.random.default_rng(0)
@@ -177,12 +174,14 @@ class KerasAutoencoder(Autoencoder):
         self.encoder_ = keras.saving.load_model(path / "encoder.keras", compile=False)
         self.decoder_ = keras.saving.load_model(path / "decoder.keras", compile=False)
         self._load_state(state)
+        self.freeze()  # answers as the trained model did: it froze at the end of `fit`
 
     def _load_state(self, state: dict[str, np.ndarray]) -> None:
         """Kind-specific arrays from state.npz."""
 
 
 _MONITOR = "val_loss_smoothed"
+_MAX_VAL_BATCH = 4096  # rows per validation step: bounds its memory on large data sets
 _TERM_NAMES = {"loss": "loss", "recon_loss": "recon", "kl_loss": "kl", "sparsity_loss": "sparsity"}
 
 

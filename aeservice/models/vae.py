@@ -6,8 +6,8 @@ import keras
 import numpy as np
 
 from aeservice.models.keras_base import KerasAutoencoder, dense_stack
-from aeservice.models.layers import (MIN_VARIANCE, KLDivergence, Sampling, ScheduledWeight, bernoulli_nll, gaussian_nll,
-                                     mean_of_prediction)
+from aeservice.models.layers import (MIN_VARIANCE, KLDivergence, Sampling, ScheduledWeight, bernoulli_nll, dense,
+                                     gaussian_nll, mean_of_prediction)
 
 __all__ = ["VariationalAutoencoder"]
 
@@ -39,9 +39,9 @@ class VariationalAutoencoder(KerasAutoencoder):
     def _build(self):
         c = self.config
         x = keras.Input((self.n_features_,), name="x")
-        h = dense_stack(x, c.hidden, "relu", c.weight_decay, "enc")
-        mean = keras.layers.Dense(self.latent_dim_, name="z_mean")(h)
-        log_var = keras.layers.Dense(self.latent_dim_, name="z_log_var")(h)
+        h = dense_stack(x, c.hidden, "relu", c.weight_decay, "enc", c.seed)
+        mean = dense(self.latent_dim_, "z_mean", c.seed)(h)
+        log_var = dense(self.latent_dim_, "z_log_var", c.seed)(h)
         self.encoder_ = keras.Model(x, [mean, log_var], name="encoder")
         self.decoder_ = self._build_decoder()
 

@@ -18,6 +18,12 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE  # noqa: E402
 from mlflow.pyfunc import PythonModel  # noqa: E402
 
 _logger = logging.getLogger("aeservice.serving")
+if not _logger.handlers:  # the server log says what was loaded, on which backend, and any failure
+    _handler = logging.StreamHandler()
+    _handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    _logger.addHandler(_handler)
+    _logger.setLevel(logging.INFO)
+    _logger.propagate = False
 
 
 class RequestError(MlflowException):
@@ -48,7 +54,10 @@ class AutoencoderPyfunc(PythonModel):
 
         self.model = load_model(context.artifacts["model"])
         plans = prepare_for_serving(self.model)  # numpy plans where they match Keras; warmed up
-        _logger.info("aeservice %s model loaded; numpy inference plans: %s", self.model.kind, plans)
+        import keras
+
+        _logger.info("aeservice %s model loaded on Keras backend %s; numpy inference plans: %s", self.model.kind,
+                     keras.backend.backend(), plans)
 
     # The hint is one MLflow does not validate against (DataFrame, Series and ndarray are exempt),
     # which also stops its "add type hints" warning. Arrays, lists and DataFrames all arrive

@@ -1,0 +1,130 @@
+#!/usr/bin/env python
+"""Wall time and peak memory of `aeservice train` against the seeds' plain Keras script.
+
+Runs, as whole processes in a throw-away folder (its own sqlite:///mlflow.db):
+
+    aeservice train --model ae --dataset digits --latent-dim 2 --hidden 256,128 --epochs 100
+                    --batch-size 64 --patience 0
+    python ../shared/bench/plain_keras_ae.py 100     (the same net, epochs and batch, on TensorFlow)
+
+alternating which goes first, --repeats times each after one unmeasured warm-up run of each
+(the warm-up fills JAX's compilation cache and creates the tracking database, as any second run
+on a machine would find them; its time is printed as the cold start). Prints the median wall
+time and peak RSS of each, their ratios, and aeservice's own split of its time (from the `time:`
+line `train` prints). Usage:
+
+    python scripts/bench_training.py [--repeats 5] [--plain PATH] [--backend jax|tensorflow]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_PLAIN = HERE.parent.parent / "shared" / "bench" / "plain_keras_ae.py"
+OURS = ["train", "--model", "ae", "--dataset", "digits", "--latent-dim", "2", "--hidden", "256,128",
+        "--epochs", "100", "--batch-size", "64", "--patience", "0"]
+PHASE = re.compile(r"([a-z][a-z ]*?) ([0-9.]+) s")
+
+
+class _Popen(subprocess.Popen):
+    """A Popen that keeps its child's own rusage (for the peak RSS) when it reaps it."""
+
+    peak_kb = 0
+
+    def _try_wait(self, wait_flags):
+        pid, status, usage = os.wait4(self.pid, wait_flags)
+        if pid == self.pid:
+            self.peak_kb = usage.ru_maxrss  # kilobytes on Linux
+        return pid, status
+
+
+def measure(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float, str]:
+    """(wall seconds, peak RSS in MB, stderr) of one whole process."""
+    start = time.perf_counter()
+    proc = _Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _, stderr = proc.communicate()
+    wall = time.perf_counter() - start
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{stderr[-2000:]}")
+    return wall, proc.peak_kb / 1024, stderr
+
+
+def split(stderr: str) -> dict[str, float]:
+    line = next((ln for ln in stderr.splitlines() if ln.startswith("time: ")), "")
+    return {name.strip(): float(value) for name, value in PHASE.findall(line[len("time: "):])}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--plain", type=Path, default=DEFAULT_PLAIN, help="the plain Keras script")
+    parser.add_argument("--backend", default=None, help="KERAS_BACKEND for aeservice (default: its own choice)")
+    args = parser.parse_args()
+    if not args.plain.is_file():
+        parser.error(f"plain Keras script not found: {args.plain} (give --plain PATH)")
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_RUN", "MLFLOW_EXPERIMENT"))}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("KERAS_BACKEND", None)
+    ours_env = {**env, **({"KERAS_BACKEND": args.backend} if args.backend else {})}
+    with tempfile.TemporaryDirectory() as tmp:
+        cwd = Path(tmp)
+        ours_env["JAX_COMPILATION_CACHE_DIR"] = str(cwd / "jax-cache")  # cold at first, like a new machine
+        ours = [sys.executable, "-m", "aeservice", *OURS]
+        plain = [sys.executable, str(args.plain), "100"]
+        print("warm-up (cold start) runs ...", file=sys.stderr)
+        cold_ours = measure(ours, cwd, ours_env)
+        cold_plain = measure(plain, cwd, env)
+        results: dict[str, list[tuple[float, float, str]]] = {"aeservice": [], "plain": []}
+        for i in range(args.repeats):
+            order = [("aeservice", ours, ours_env), ("plain", plain, env)]
+            for label, cmd, cmd_env in (order if i % 2 == 0 else order[::-1]):
+                results[label].append(measure(cmd, cwd, cmd_env))
+                wall, peak, _ = results[label][-1]
+                print(f"  {i + 1}/{args.repeats} {label}: {wall:.2f} s, {peak:.0f} MB", file=sys.stderr)
+
+    med = {label: (statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs))
+           for label, runs in results.items()}
+    backend = args.backend or "default (" + _default_backend() + ")"
+    print(f"\n`aeservice {' '.join(OURS)}` (backend {backend}) against `{args.plain.name} 100` "
+          f"(Keras on TensorFlow); median of {args.repeats} alternating runs after one warm-up each\n")
+    print("| | wall s | peak RSS MB | cold start wall s |")
+    print("|---|---:|---:|---:|")
+    print(f"| aeservice train | {med['aeservice'][0]:.2f} | {med['aeservice'][1]:.0f} | {cold_ours[0]:.2f} |")
+    print(f"| plain Keras | {med['plain'][0]:.2f} | {med['plain'][1]:.0f} | {cold_plain[0]:.2f} |")
+    print(f"| ratio | {med['aeservice'][0] / med['plain'][0]:.2f} | {med['aeservice'][1] / med['plain'][1]:.2f} "
+          f"| {cold_ours[0] / cold_plain[0]:.2f} |")
+
+    splits = [split(r[2]) for r in results["aeservice"]]
+    names = list(dict.fromkeys(name for s in splits for name in s))
+    phases = {name: statistics.median(s.get(name, 0.0) for s in splits) for name in names}
+    inside = sum(phases.values())
+    phases["start-up (python, click, mlflow import) and exit"] = med["aeservice"][0] - inside
+    tracking = sum(v for k, v in phases.items() if k in ("tracking", "tracking in fit", "plots", "model logging"))
+    print("\naeservice's time, median per phase (from the `time:` line of `train`)\n")
+    print("| phase | s |")
+    print("|---|---:|")
+    for name, value in phases.items():
+        print(f"| {name} | {value:.2f} |")
+    fit = phases.get("fit", 0.0)
+    print(f"\ntracking (params, per-epoch metrics, plots, model) {tracking:.2f} s = "
+          f"{tracking / fit * 100:.0f}% of fit {fit:.2f} s; per-epoch metric logging inside fit "
+          f"{phases.get('tracking in fit', 0.0):.2f} s = {phases.get('tracking in fit', 0.0) / fit * 100:.1f}% of fit")
+
+
+def _default_backend() -> str:
+    from aeservice.backend import default_backend
+
+    return default_backend()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""Backends: the fastest installed one is the default, KERAS_BACKEND overrides it, and a model
+trained on one backend loads and serves on the other (one real server, on the other backend)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import urllib.request
+
+import keras
+import mlflow
+import numpy as np
+import pytest
+from conftest import BIN, served, small_config, subprocess_env
+
+from aeservice.backend import default_backend
+from aeservice.models.keras_base import infer
+from aeservice.tracking import train_run
+from aeservice.training import prepare
+
+HERE = keras.backend.backend()
+OTHER = "tensorflow" if HERE != "tensorflow" else "jax"
+_ASK = "import aeservice, keras, sys; print(keras.backend.backend(), 'tensorflow' in sys.modules)"
+
+
+def _env(tracking_uri: str, backend: str | None) -> dict[str, str]:
+    env = subprocess_env(tracking_uri)
+    env.pop("KERAS_BACKEND", None)
+    if backend:
+        env["KERAS_BACKEND"] = backend
+    return env
+
+
+def test_default_is_the_fastest_installed_and_the_variable_overrides_it(tracking_uri):
+    def ask(backend):
+        out = subprocess.run([sys.executable, "-c", _ASK], env=_env(tracking_uri, backend), capture_output=True,
+                             text=True, check=True).stdout.split()
+        return out[0], out[1] == "True"
+
+    assert ask(None) == (default_backend(), default_backend() == "tensorflow")
+    assert ask("tensorflow")[0] == "tensorflow"
+    if default_backend() != "tensorflow":
+        assert ask(None)[1] is False, "TensorFlow was imported although another backend runs"
+
+
+def test_a_model_trained_on_the_other_backend_loads_here_and_matches_keras(tracking_uri):
+    out = subprocess.run([str(BIN / "aeservice"), "train", "--model", "vae", "--epochs", "2", "--hidden", "16",
+                          "--quiet"], env=_env(tracking_uri, OTHER), capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    run_id = re.search(r"runs:/(\w+)/model", out.stdout).group(1)
+    assert mlflow.get_run(run_id).data.tags["backend"] == OTHER
+    model = mlflow.pyfunc.load_model(f"runs:/{run_id}/model").unwrap_python_model().model
+    x = model.scaler_.transform(prepare(small_config("vae")).split.test[:7])
+    # The nets loaded on this backend compute what numpy computes from the saved weights.
+    assert set(model.plans_) == {"encoder_", "decoder_"}
+    for attr, inputs in (("encoder_", x), ("decoder_", np.random.default_rng(0).standard_normal((7, 2)))):
+        keras_out, plan_out = infer(getattr(model, attr), inputs), model.plans_[attr](inputs)
+        for a, b in zip(keras_out if isinstance(keras_out, list) else [keras_out],
+                        plan_out if isinstance(plan_out, list) else [plan_out]):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_a_model_trained_here_serves_on_the_other_backend(tracking_uri, tmp_path):
+    prepared = prepare(small_config("vae", epochs=2, hidden=(16,)))
+    run_id, result = train_run(prepared)
+    x = prepared.split.test[:4]
+    log = tmp_path / "serve.log"
+    with served(f"runs:/{run_id}/model", _env(tracking_uri, OTHER), log) as url:
+        answers = {}
+        for method in ("encode", "reconstruct"):
+            body = json.dumps({"inputs": x.tolist(), "params": {"method": method}}).encode()
+            request = urllib.request.Request(f"{url}/invocations", data=body,
+                                             headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=60) as response:
+                answers[method] = np.asarray(json.loads(response.read())["predictions"])
+    assert f"on Keras backend {OTHER}" in log.read_text()
+    np.testing.assert_allclose(answers["encode"], result.model.encode(x), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(answers["reconstruct"], result.model.reconstruct(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the console script's quick exit is checked on POSIX")
+def test_console_script_exit_codes(tracking_uri):
+    env = _env(tracking_uri, None)
+    bad = subprocess.run([str(BIN / "aeservice"), "train", "--epochs", "0"], env=env, capture_output=True, text=True)
+    assert bad.returncode == 1 and bad.stderr.strip() == "Error: epochs must be at least 1, got 0"
+    usage = subprocess.run([str(BIN / "aeservice"), "train", "--model", "nope"], env=env, capture_output=True)
+    assert usage.returncode == 2
+    ok = subprocess.run([str(BIN / "aeservice"), "datasets"], env=env, capture_output=True, text=True)
+    assert ok.returncode == 0 and "digits" in ok.stdout
