@@ -13,6 +13,7 @@ import click
 
 from aeservice.config import MODEL_KINDS, DataConfig, ModelConfig, TrainConfig, parse_hidden
 from aeservice.errors import UserError
+from aeservice.progress import progress_printer
 from aeservice.timing import phase, summary
 
 __all__ = ["main", "run", "train_options", "config_from_options", "user_errors"]
@@ -21,7 +22,7 @@ __all__ = ["main", "run", "train_options", "config_from_options", "user_errors"]
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 _DEFAULT_MODEL = ModelConfig()
-_PHASES = ("imports", "data", "fit", "tracking in fit", "tracking", "plots", "model logging")
+_PHASES = ("imports", "data", "fit", "tracking in fit", "tracking", "plots", "model logging", "waiting for tracking")
 _DEFAULT_DATA = DataConfig()
 
 
@@ -143,14 +144,15 @@ def user_errors(func: Callable) -> Callable:
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         _import_tensorflow_quietly()
-        from mlflow.exceptions import MlflowException
-
         try:
             return func(*args, **kwargs)
         except UserError as exc:
             raise click.ClickException(str(exc)) from None
-        except MlflowException as exc:
-            raise click.ClickException(f"MLflow: {exc.message.splitlines()[0]}") from None
+        except Exception as exc:
+            mlflow_errors = sys.modules.get("mlflow.exceptions")  # not imported just to check
+            if mlflow_errors and isinstance(exc, mlflow_errors.MlflowException):
+                raise click.ClickException(f"MLflow: {exc.message.splitlines()[0]}") from None
+            raise
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
@@ -180,23 +182,38 @@ def train(quiet: bool, **options: Any) -> None:
     serves encode / decode / reconstruct / sample / score.
     """
     config = config_from_options(options)
-    with phase("imports"):
-        from aeservice.tracking import train_run
-        from aeservice.training import prepare, progress_printer
+    from aeservice.tracking import worker
 
-    with phase("data"):
-        prepared = prepare(config)
-    d = prepared.dataset
-    click.echo(f"training {config.model.model} on {d.name} ({len(d.x)} rows x {d.n_features} features, {d.kind})",
-               err=True)
+    def announce(prepared) -> None:
+        d = prepared.dataset
+        click.echo(f"training {config.model.model} on {d.name} ({len(d.x)} rows x {d.n_features} features, "
+                   f"{d.kind})", err=True)
+
     epochs = 1 if config.model.model == "pca" else config.model.epochs  # PCA fits in one step
     callbacks = [] if quiet else [progress_printer(epochs)]
-    run_id, result = train_run(prepared, callbacks=callbacks)
+    peak, worker_time = "", ""
+    if worker.available():  # MLflow in a second process, on the other core
+        run_id, _, result, tracker = worker.train_in_parallel(config, callbacks, announce)
+        peak = f" + {tracker.peak_mb:.0f} MB tracking worker"
+        worker_time = ", ".join(f"{k} {v:.2f} s" for k, v in tracker.phases.items())
+    else:
+        with phase("imports"):
+            from aeservice.tracking import train_run
+            from aeservice.training import prepare
+        with phase("data"):
+            prepared = prepare(config)
+        announce(prepared)
+        run_id, result = train_run(prepared, callbacks=callbacks)
     metrics = "  ".join(f"{k} {v:.5g}" for k, v in result.metrics.items())
     click.echo(f"run {run_id}: {metrics}")
     click.echo(f"model: runs:/{run_id}/model")
     if not quiet:
+        import resource
+
         click.echo(f"time: {summary(_PHASES)}", err=True)
+        if worker_time:
+            click.echo(f"tracking worker time (in parallel): {worker_time}", err=True)
+        click.echo(f"peak memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB{peak}", err=True)
 
 
 @main.command()

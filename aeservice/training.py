@@ -4,7 +4,6 @@ Listeners passed as `callbacks` hear every epoch (MLflow logging, Optuna pruning
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -15,7 +14,7 @@ from aeservice.data import Dataset, Split, load_dataset, split_dataset
 from aeservice.errors import UserError
 from aeservice.models import Autoencoder, EpochCallback, build_model, resolve_latent_dim
 
-__all__ = ["Prepared", "TrainResult", "prepare", "fit_and_evaluate", "evaluate", "progress_printer"]
+__all__ = ["Prepared", "TrainResult", "prepare", "fit_and_evaluate", "evaluate"]
 
 
 @dataclass
@@ -66,15 +65,3 @@ def evaluate(model: Autoencoder, split: Split, seed: int = 0) -> dict[str, float
     for name, part in (("val", split.val), ("test", split.test)):  # val_ for tuning, test_ for reporting
         metrics.update({f"{name}_{k}": v for k, v in model.evaluation_metrics(part, seed=seed).items()})
     return metrics
-
-
-def progress_printer(epochs: int, stream=sys.stderr) -> EpochCallback:
-    """One line about every tenth epoch, so long fits show they are alive."""
-    every = max(1, epochs // 10)
-
-    def report(epoch: int, logs: dict) -> None:
-        if epoch == 0 or (epoch + 1) % every == 0 or epoch + 1 == epochs:
-            parts = " ".join(f"{k} {v:.4g}" for k, v in logs.items())
-            print(f"epoch {epoch + 1}/{epochs}  {parts}", file=stream, flush=True)
-
-    return report

@@ -4,6 +4,7 @@ from __future__ import annotations
 import subprocess
 
 import mlflow
+import numpy as np
 from click.testing import CliRunner
 from conftest import BIN, REPO, subprocess_env
 
@@ -71,20 +72,50 @@ def test_divergence_marks_the_run_failed(tracking_uri):
 
 
 
-def test_train_command_in_a_real_process(tracking_uri, tmp_path):
-    proc = subprocess.run([str(BIN / "aeservice"), "train", "--model", "sparse", "--dataset", "scurve", *FAST],
-                          capture_output=True, text=True, timeout=300, env=subprocess_env(tracking_uri), cwd=tmp_path)
+def _train_process(tracking_uri, cwd, *args, env=None):
+    return subprocess.run([str(BIN / "aeservice"), "train", *args], capture_output=True, text=True, timeout=300,
+                          env={**subprocess_env(tracking_uri), **(env or {})}, cwd=cwd)
+
+
+def test_train_command_in_a_real_process_logs_through_the_tracking_worker(tracking_uri, tmp_path):
+    proc = _train_process(tracking_uri, tmp_path, "--model", "sparse", "--dataset", "scurve", *FAST)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "epoch 2/2" in proc.stderr and "test_mse" in proc.stdout
+    assert "tracking worker time" in proc.stderr  # the forked worker logged this run
     [run] = mlflow.search_runs(experiment_names=["cli"], output_format="list")
     assert run.data.tags["model"] == "sparse" and run.info.status == "FINISHED"
+    assert run.data.params["epochs"] == "2" and run.data.params["latent_dim_used"] == "2"
+    assert {"val_mse", "test_mse", "explained_variance"} <= set(run.data.metrics)
+    client = mlflow.MlflowClient()
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == [0, 1]
+    plots = {f.path for f in client.list_artifacts(run.info.run_id, "plots")}
+    assert "plots/latent_space.png" in plots and len(plots) == 5
+    assert run.inputs.dataset_inputs[0].dataset.name == "scurve"
+    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    assert model.predict(np.zeros((3, 2)), params={"method": "encode"}).shape == (3, 2)
 
 
-def test_bad_input_in_a_real_process_has_no_traceback(tracking_uri, tmp_path):
-    proc = subprocess.run([str(BIN / "aeservice"), "train", "--dataset", "nope"], capture_output=True, text=True,
-                          timeout=120, env=subprocess_env(tracking_uri), cwd=tmp_path)
+def test_divergence_in_a_real_process_marks_the_run_failed(tracking_uri, tmp_path):
+    proc = _train_process(tracking_uri, tmp_path, "--model", "ae", "--dataset", "normal1d", "--epochs", "5",
+                          "--patience", "0", "--learning-rate", "1e12", "--experiment", "cli")
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith("Error: training diverged")
+    assert _statuses() == ["FAILED"]
+
+
+def test_bad_input_in_a_real_process_has_no_traceback_and_no_run(tracking_uri, tmp_path):
+    proc = _train_process(tracking_uri, tmp_path, "--dataset", "nope")
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines()[-1].startswith("Error: unknown data set 'nope'")
+    assert "Traceback" not in proc.stderr
+    assert _statuses() == []
+
+
+def test_a_tracking_failure_in_a_real_process_is_one_line(tracking_uri, tmp_path):
+    proc = _train_process(tracking_uri, tmp_path, *FAST, env={"MLFLOW_TRACKING_URI": "nosuchscheme://x"})
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: MLflow tracking failed:") and "nosuchscheme" in last
     assert "Traceback" not in proc.stderr
 
 

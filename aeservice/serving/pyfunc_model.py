@@ -22,8 +22,9 @@ if not _logger.handlers:  # the server log says what was loaded, on which backen
     _handler = logging.StreamHandler()
     _handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     _logger.addHandler(_handler)
-    _logger.setLevel(logging.INFO)
     _logger.propagate = False
+if _logger.level == logging.NOTSET:  # a level set before (logging the model sets WARNING) stays
+    _logger.setLevel(logging.INFO)
 
 
 class RequestError(MlflowException):

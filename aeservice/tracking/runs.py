@@ -5,6 +5,7 @@ both log exactly the same things.
 """
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import warnings
@@ -27,8 +28,9 @@ from aeservice.timing import phase
 from aeservice.tracking.plots import all_figures
 from aeservice.training import Prepared, TrainResult, fit_and_evaluate
 
-__all__ = ["train_run", "mlflow_run", "metrics_logger", "log_model", "log_new_params", "SIGNATURE",
-           "MODEL_ARTIFACT"]
+__all__ = ["train_run", "mlflow_run", "metrics_logger", "log_model", "log_new_params", "log_setup", "log_results",
+           "log_final_metrics", "log_model_dir", "run_figures",
+           "run_tags", "run_name", "SIGNATURE", "MODEL_ARTIFACT"]
 
 MODEL_ARTIFACT = "model"  # runs:/<id>/model
 
@@ -84,16 +86,30 @@ def metrics_logger() -> EpochCallback:
 def log_model(model: Autoencoder, example: np.ndarray) -> str:
     """Log the pyfunc (this package's code + the saved model directory); returns its URI."""
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = model.save(Path(tmp) / "autoencoder")
-        info = mlflow.pyfunc.log_model(
-            name=MODEL_ARTIFACT,
-            python_model=str(PYFUNC_FILE),
-            artifacts={"model": str(model_dir)},
-            code_paths=[str(Path(aeservice.__file__).parent)],
-            signature=SIGNATURE,
-            input_example=example.astype(np.float64),
-            pip_requirements=_requirements(),
-        )
+        return log_model_dir(model.save(Path(tmp) / "autoencoder"), example)
+
+
+def log_model_dir(model_dir: Path, example: np.ndarray) -> str:
+    """`log_model` for a model already saved by `Autoencoder.save`."""
+    serving_log = logging.getLogger("aeservice.serving")
+    level = serving_log.level
+    serving_log.setLevel(logging.WARNING)  # MLflow's check of the example loads the model: no "loaded" line
+    try:
+        return _log_model_dir(model_dir, example)
+    finally:
+        serving_log.setLevel(level)
+
+
+def _log_model_dir(model_dir: Path, example: np.ndarray) -> str:
+    info = mlflow.pyfunc.log_model(
+        name=MODEL_ARTIFACT,
+        python_model=str(PYFUNC_FILE),
+        artifacts={"model": str(model_dir)},
+        code_paths=[str(Path(aeservice.__file__).parent)],
+        signature=SIGNATURE,
+        input_example=example.astype(np.float64),
+        pip_requirements=_requirements(),
+    )
     return info.model_uri
 
 
@@ -119,29 +135,54 @@ def log_new_params(params: dict) -> None:
 def train_run(prepared: Prepared, callbacks: Sequence[EpochCallback] = (), nested: bool = False,
               tags: dict | None = None, log_artifacts: bool = True) -> tuple[str, TrainResult]:
     """Train inside one MLflow run and log everything; returns (run id, result)."""
-    cfg, data, split = prepared.config, prepared.dataset, prepared.split
-    run_tags = {"model": cfg.model.model, "dataset": data.name, "backend": keras.backend.backend(),
-                **(tags or {})}
-    with mlflow_run(cfg.experiment, nested=nested, tags=run_tags,
-                    run_name=f"{cfg.model.model}-{data.name}") as run:
-        with phase("tracking"):
-            log_new_params({**cfg.flatten(), "n_features": data.n_features, "n_train": len(split.train),
-                             "data_kind_used": data.kind})
-            with warnings.catch_warnings():  # a file path "can be interpreted in multiple ways": it is a path
-                warnings.simplefilter("ignore", UserWarning)
-                dataset_input = mlflow.data.from_numpy(split.train, source=data.source or data.name,
-                                                       name=data.name)
-            mlflow.log_input(dataset_input, context="training")
+    with mlflow_run(prepared.config.experiment, nested=nested, tags=run_tags(prepared, tags),
+                    run_name=run_name(prepared)) as run:
+        log_setup(prepared)
         with phase("fit"):
             result = fit_and_evaluate(prepared, callbacks=[metrics_logger(), *callbacks])
-        with phase("tracking"):
-            mlflow.log_metrics(result.metrics)
-            mlflow.log_param("latent_dim_used", result.model.latent_dim_)
-        if log_artifacts:
-            with phase("plots"):
-                for name, fig in all_figures(result.model, result.history, data, split, cfg.model.seed).items():
-                    mlflow.log_figure(fig, name)
-                    plt.close(fig)
-            with phase("model logging"):
-                log_model(result.model, split.test[:3])
+        log_results(prepared, result, log_artifacts)
     return run.info.run_id, result
+
+
+def run_tags(prepared: Prepared, extra: dict | None = None) -> dict:
+    return {"model": prepared.config.model.model, "dataset": prepared.dataset.name,
+            "backend": keras.backend.backend(), **(extra or {})}
+
+
+def run_name(prepared: Prepared) -> str:
+    return f"{prepared.config.model.model}-{prepared.dataset.name}"
+
+
+def log_setup(prepared: Prepared) -> None:
+    """What a run records before training: every setting and the training data's digest."""
+    cfg, data, split = prepared.config, prepared.dataset, prepared.split
+    with phase("tracking"):
+        log_new_params({**cfg.flatten(), "n_features": data.n_features, "n_train": len(split.train),
+                         "data_kind_used": data.kind})
+        with warnings.catch_warnings():  # a file path "can be interpreted in multiple ways": it is a path
+            warnings.simplefilter("ignore", UserWarning)
+            dataset_input = mlflow.data.from_numpy(split.train, source=data.source or data.name, name=data.name)
+        mlflow.log_input(dataset_input, context="training")
+
+
+def log_results(prepared: Prepared, result: TrainResult, log_artifacts: bool = True) -> None:
+    """What a run records after training: final metrics, plots and the pyfunc model."""
+    log_final_metrics(result.metrics, result.model.latent_dim_)
+    if log_artifacts:
+        with phase("plots"):
+            for name, fig in run_figures(prepared, result).items():
+                mlflow.log_figure(fig, name)
+                plt.close(fig)
+        with phase("model logging"):
+            log_model(result.model, prepared.split.test[:3])
+
+
+def log_final_metrics(metrics: dict[str, float], latent_dim_used: int) -> None:
+    with phase("tracking"):
+        mlflow.log_metrics(metrics)
+        mlflow.log_param("latent_dim_used", latent_dim_used)
+
+
+def run_figures(prepared: Prepared, result: TrainResult) -> dict[str, plt.Figure]:
+    """Artifact path -> figure, for every plot a run logs."""
+    return all_figures(result.model, result.history, prepared.dataset, prepared.split, prepared.config.model.seed)
