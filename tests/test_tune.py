@@ -181,6 +181,7 @@ def test_two_workers_share_one_study_with_distinct_trials(store, tmp_path):
                   "--experiment-name", "workers", *[a for k, v in common.items() for a in ("-P", f"{k}={v}")]]
     cli = [sys.executable, "-m", "aeservice", "tune", "--experiment", "workers",
            *[a for k, v in common.items() for a in (f"--{k.replace('_', '-')}", v)]]
+    mlflow.search_experiments()  # the tracking tables exist first: two fresh starts would race to create them
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
                               env=subprocess_env(store["tracking"])) for cmd in (mlflow_run, cli)]
     outs = [p.communicate(timeout=600) for p in procs]

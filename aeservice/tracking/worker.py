@@ -57,8 +57,9 @@ class TrackingWorker:
         self._send(("start",))
 
     def epoch(self, epoch: int, logs: dict) -> None:
-        self._poll()
-        self._send(("epoch", epoch, dict(logs)))
+        with phase("tracking in fit"):
+            self._poll()
+            self._send(("epoch", epoch, dict(logs)))
 
     def finish(self, result) -> str:
         """Hand over the trained model and wait until everything is logged; returns the run id."""
