@@ -152,10 +152,11 @@ def _serve(conn, config: TrainConfig) -> None:
     """The worker: import and connect while the parent trains, then log what it is sent."""
     code = 0
     try:
-        import mlflow
+        with phase("imports"):  # MLflow, and Keras to load the model later, while the parent trains
+            import mlflow
 
-        from aeservice.tracking.runs import log_results, log_setup, mlflow_run, run_name, run_tags
-        from aeservice.training import TrainResult, prepare
+            from aeservice.tracking.runs import log_results, log_setup, mlflow_run, run_name, run_tags
+            from aeservice.training import TrainResult, prepare
 
         with phase("connect"):
             mlflow.tracking.MlflowClient()._tracking_client.store  # noqa: B018  (opens the store now)
@@ -167,8 +168,6 @@ def _serve(conn, config: TrainConfig) -> None:
             with mlflow_run(config.experiment, tags=run_tags(prepared), run_name=run_name(prepared)) as run:
                 log_setup(prepared)
                 conn.send(("started", run.info.run_id))
-                with phase("imports"):  # Keras and the plots, to log the model, while the parent trains
-                    import aeservice.models  # noqa: F401
 
                 while True:
                     message = conn.recv()
