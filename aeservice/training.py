@@ -14,7 +14,7 @@ from aeservice.data import Dataset, Split, load_dataset, split_dataset
 from aeservice.errors import UserError
 from aeservice.models import Autoencoder, EpochCallback, build_model, resolve_latent_dim
 
-__all__ = ["Prepared", "TrainResult", "prepare", "fit_and_evaluate", "evaluate"]
+__all__ = ["Prepared", "TrainResult", "prepare", "fit_and_evaluate", "fit_rows", "evaluate"]
 
 
 @dataclass
@@ -50,6 +50,24 @@ def fit_and_evaluate(prepared: Prepared, callbacks: Sequence[EpochCallback] = ()
     model = build_model(cfg.model, prepared.dataset.kind)
     model.fit(split.train, split.val, callbacks=callbacks, verbose=verbose)
     return TrainResult(model, evaluate(model, split, cfg.model.seed), dict(model.history_))
+
+
+def fit_rows(config: TrainConfig, x: np.ndarray, data_kind: str = "continuous",
+             callbacks: Sequence[EpochCallback] = (), verbose: int = 0) -> Autoencoder:
+    """Fit one model on the given rows, as `train` would on a data set's training part.
+
+    For callers that hold out their own test rows (benchmarks, notebooks): `val_fraction` of
+    the rows, chosen by the seed, become the validation rows early stopping watches.
+    """
+    config.validate()
+    x = np.asarray(x, dtype=np.float64)
+    x = x.reshape(-1, 1) if x.ndim == 1 else x
+    n_val = max(1, int(round(len(x) * config.data.val_fraction)))
+    if len(x) - n_val < 2:
+        raise UserError(f"too few rows to fit on: {len(x)}")
+    order = np.random.default_rng(config.model.seed).permutation(len(x))
+    model = build_model(config.model, data_kind)
+    return model.fit(x[order[n_val:]], x[order[:n_val]], callbacks=callbacks, verbose=verbose)
 
 
 def evaluate(model: Autoencoder, split: Split, seed: int = 0) -> dict[str, float]:

@@ -50,17 +50,14 @@ class Autoencoder(ABC):
         return self._encode(self.scaler_.transform(self._check_width(x, self.n_features_, "data")))
 
     def decode(self, z: np.ndarray) -> np.ndarray:
-        out = self.scaler_.inverse_transform(self._decode(self._check_width(z, self.latent_dim_, "latent")))
-        if self.data_kind == "image":  # images stay in the range they came in
-            out = np.clip(out, 0.0, float(self.scaler_.scale_.max()))
-        return out
+        return self._to_user(self._decode(self._check_width(z, self.latent_dim_, "latent")))
 
     def reconstruct(self, x: np.ndarray) -> np.ndarray:
         return self.decode(self.encode(x))
 
     def sample(self, n: int, seed: int = 0) -> np.ndarray:
         """n new rows; the same seed gives the same rows."""
-        return self.decode(self._sample_latent(int(n), np.random.default_rng(seed)))
+        return self._to_user(self._generate(int(n), np.random.default_rng(seed)))
 
     def score(self, x: np.ndarray) -> np.ndarray:
         """Per-row mean squared reconstruction error in user units: an anomaly score."""
@@ -119,6 +116,10 @@ class Autoencoder(ABC):
     @abstractmethod
     def _sample_latent(self, n: int, rng: np.random.Generator) -> np.ndarray: ...
 
+    def _generate(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """n new rows in scaled units: the decoded latent draws, unless a kind models noise too."""
+        return self._decode(self._sample_latent(n, rng))
+
     @abstractmethod
     def _state(self) -> dict[str, np.ndarray]: ...
 
@@ -129,6 +130,12 @@ class Autoencoder(ABC):
     def _load(self, path: Path, state: dict[str, np.ndarray]) -> None: ...
 
     # ---- helpers --------------------------------------------------------------------------------
+    def _to_user(self, out: np.ndarray) -> np.ndarray:
+        out = self.scaler_.inverse_transform(out)
+        if self.data_kind == "image":  # images stay in the range they came in
+            out = np.clip(out, 0.0, float(self.scaler_.scale_.max()))
+        return out
+
     @staticmethod
     def _check_width(x: np.ndarray, width: int, what: str) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from aeservice.models.keras_base import KerasAutoencoder, dense_stack
+from aeservice.models.keras_base import HIDDEN_ACTIVATION, KerasAutoencoder, dense_stack
 from aeservice.models.layers import (MIN_VARIANCE, KLDivergence, Sampling, ScheduledWeight, bernoulli_nll, dense,
                                      gaussian_nll, mean_of_prediction)
 
@@ -39,7 +39,7 @@ class VariationalAutoencoder(KerasAutoencoder):
     def _build(self):
         c = self.config
         x = keras.Input((self.n_features_,), name="x")
-        h = dense_stack(x, c.hidden, "relu", c.weight_decay, "enc", c.seed)
+        h = dense_stack(x, c.hidden, HIDDEN_ACTIVATION, c.weight_decay, "enc", c.seed)
         mean = dense(self.latent_dim_, "z_mean", c.seed)(h)
         log_var = dense(self.latent_dim_, "z_log_var", c.seed)(h)
         self.encoder_ = keras.Model(x, [mean, log_var], name="encoder")
@@ -73,6 +73,18 @@ class VariationalAutoencoder(KerasAutoencoder):
 
     def _sample_latent(self, n: int, rng: np.random.Generator) -> np.ndarray:
         return rng.standard_normal((n, self.latent_dim_))
+
+    def _generate(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """Draws of the model's p(x): decoded prior draws plus the Gaussian decoder's own noise.
+
+        Decoded means alone are too narrow: the ELBO is as good with a smaller decoder slope and
+        more decoder noise, so on normal1d the means' spread was 9.4 for data of spread 9.8.
+        Images (Bernoulli) keep the mean image, the usual picture of a sample.
+        """
+        out = super()._generate(n, rng)
+        if self.gaussian:
+            out = out + np.exp(0.5 * self.decoder_log_var_) * rng.standard_normal(out.shape)
+        return out
 
     def evaluation_metrics(self, x: np.ndarray, seed: int = 0, draws: int = 8) -> dict[str, float]:
         """Mean per-row ELBO (nats, beta = 1); for continuous data in the user's units."""

@@ -1,0 +1,95 @@
+"""The behaviours behind the quality benchmark (scripts/benchmark_quality.py), pinned small and fast.
+
+Default settings unless a test says otherwise: these are the seed problems that must not return.
+"""
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from aeservice.config import DataConfig, ModelConfig, TrainConfig
+from aeservice.data import synthetic
+from aeservice.models.layers import gaussian_nll
+from aeservice.models.mixture import fit_mixture, sample_mixture
+from aeservice.training import fit_and_evaluate, fit_rows, prepare
+
+
+def _defaults(kind: str, dataset: str, latent_dim: int, **model_kw) -> TrainConfig:
+    return TrainConfig(DataConfig(dataset=dataset), ModelConfig(model=kind, latent_dim=latent_dim, **model_kw),
+                       experiment="pytest")
+
+
+def test_calibrated_decoder_shares_one_variance_across_features():
+    """Per-feature variances let the VAE perfect one feature and give up another (curve3d VAE
+    1.4x PCA's test MSE); one shared variance makes the term depend on the total error only."""
+    x = np.zeros((4, 3), "float32")
+    lopsided = np.array([[0.3, 0.0, 0.0]] * 4, "float32")
+    even = np.full((4, 3), 0.3 / np.sqrt(3), "float32")
+    np.testing.assert_allclose(np.asarray(gaussian_nll(x, lopsided)), np.asarray(gaussian_nll(x, even)), rtol=1e-5)
+
+
+def _vae_and_pca_test_mse(make, noise: float, latent: int) -> tuple[float, float]:
+    """The benchmark's setting: 1000 training rows with defaults, fresh test rows, PCA alike."""
+    from sklearn.decomposition import PCA
+
+    train, _ = make(1000, noise, np.random.default_rng(0))
+    test, _ = make(2000, noise, np.random.default_rng([0, 1]))
+    model = fit_rows(TrainConfig(DataConfig(), ModelConfig(model="vae", latent_dim=latent)), train)
+    pca = PCA(latent).fit(train)
+    return (float(np.mean((test - model.reconstruct(test)) ** 2)),
+            float(np.mean((test - pca.inverse_transform(pca.transform(test))) ** 2)))
+
+
+def test_vae_on_curve3d_reconstructs_better_than_pca():
+    """Seed 000: its VAE came out ~5x worse than PCA; the benchmark measures 0.14x."""
+    vae, pca = _vae_and_pca_test_mse(synthetic.curve3d, 0.1, 2)
+    assert vae < 0.5 * pca, (vae, pca)
+
+
+@pytest.mark.xfail(keras.backend.backend() == "tensorflow", strict=True,
+                   reason="on TensorFlow seed 0's 1-D code folds (1.7x PCA; 0.12x on JAX): README, Quality")
+def test_vae_on_the_s_curve_reconstructs_better_than_pca():
+    """Seed 003: a 1-D curve, latent 1."""
+    vae, pca = _vae_and_pca_test_mse(synthetic.scurve, 0.01, 1)
+    assert vae < 0.5 * pca, (vae, pca)
+
+
+def test_vae_samples_of_a_raw_normal_match_its_mean_and_spread():
+    """Seed 001: N(100, 10) in raw units; samples must have its mean and spread."""
+    prepared = prepare(_defaults("vae", "normal1d", 1))
+    model = fit_and_evaluate(prepared).model
+    data, drawn = prepared.split.train[:, 0], model.sample(5000, seed=0)[:, 0]
+    assert abs(drawn.mean() - data.mean()) < 1.0, (drawn.mean(), data.mean())
+    assert abs(drawn.std() / data.std() - 1) < 0.10, (drawn.std(), data.std())
+
+
+def test_mixture_on_codes_finds_two_clusters_and_samples_them():
+    rng = np.random.default_rng(0)
+    codes = np.concatenate([rng.normal(-3, 0.5, (300, 2)), rng.normal(3, 0.5, (300, 2))])
+    state = fit_mixture(codes, seed=0)
+    assert len(state["mix_weights"]) >= 2
+    drawn = sample_mixture(state, 4000, np.random.default_rng(1))
+    assert np.mean(np.abs(drawn[:, 0]) < 1.5) < 0.05  # almost nothing between the clusters
+    np.testing.assert_allclose(drawn.mean(axis=0), codes.mean(axis=0), atol=0.3)
+    np.testing.assert_allclose(drawn.std(axis=0), codes.std(axis=0), rtol=0.1)
+
+
+def test_sparse_code_has_exact_zeros_the_plain_code_lacks():
+    """Seed 002: the sparse AE's ReLU code with L1 switches units off (the benchmark: 0.30 of
+    digits codes below 0.01 at latent 32, at 1.13x the plain AE's test MSE)."""
+    shares = {}
+    for kind in ("ae", "sparse"):
+        prepared = prepare(_defaults(kind, "digits", 16, hidden=(64,), epochs=30, patience=0))
+        model = fit_and_evaluate(prepared).model
+        shares[kind] = float(np.mean(np.abs(model.encode(prepared.split.test)) < 0.01))
+    assert shares["sparse"] > 0.15 and shares["ae"] < 0.05, shares
+
+
+def test_fit_rows_holds_out_the_validation_share():
+    x = np.random.default_rng(0).normal(size=(200, 3))
+    cfg = TrainConfig(DataConfig(val_fraction=0.25), ModelConfig(model="pca", latent_dim=2))
+    model = fit_rows(cfg, x)
+    assert model.n_features_ == 3 and model.history_["val_loss"][0] > 0
+    with pytest.raises(Exception, match="too few rows"):
+        fit_rows(cfg, x[:2])
