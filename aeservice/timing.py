@@ -10,7 +10,7 @@ from collections import defaultdict
 from contextlib import contextmanager
 from typing import Iterator
 
-__all__ = ["phase", "phases", "reset", "summary"]
+__all__ = ["phase", "phases", "summary"]
 
 _TOTALS: dict[str, float] = defaultdict(float)
 
@@ -27,10 +27,6 @@ def phase(name: str) -> Iterator[None]:
 
 def phases() -> dict[str, float]:
     return dict(_TOTALS)
-
-
-def reset() -> None:
-    _TOTALS.clear()
 
 
 def summary(order: tuple[str, ...] = ()) -> str:
