@@ -208,11 +208,13 @@ def train(quiet: bool, **options: Any) -> None:
     click.echo(f"run {run_id}: {metrics}")
     click.echo(f"model: runs:/{run_id}/model")
     if not quiet:
-        import resource
-
         click.echo(f"time: {summary(_PHASES)}", err=True)
         if worker_time:
             click.echo(f"tracking worker time (in parallel): {worker_time}", err=True)
+        try:
+            import resource  # POSIX only
+        except ImportError:
+            return
         click.echo(f"peak memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB{peak}", err=True)
 
 

@@ -14,7 +14,6 @@ The worker is told not to start a run until the data has loaded, so bad input le
 from __future__ import annotations
 
 import os
-import resource
 import sys
 import tempfile
 import traceback
@@ -186,6 +185,8 @@ def _serve(conn, config: TrainConfig) -> None:
         except (_Abort, KeyboardInterrupt):
             conn.send(("aborted",))
             return
+        import resource  # POSIX, as fork is
+
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         conn.send(("done", run.info.run_id, peak_mb, phases()))
     except EOFError:
