@@ -1,6 +1,6 @@
 """The `aeservice` command: options in, configs built, the layers below called. Nothing imports it.
 
-Heavy imports (TensorFlow, MLflow) happen inside commands, so `--help` and `datasets` are quick.
+Heavy imports (Keras and its backend, MLflow) happen inside commands, so `--help` and `datasets` are quick.
 """
 from __future__ import annotations
 
