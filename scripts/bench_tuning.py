@@ -7,6 +7,7 @@ then reads both studies back from the Optuna storage: epochs trained (every tria
 epoch to Optuna), trial states, best val_mse, and the wall time of each process. Usage:
 
     python scripts/bench_tuning.py [--n-trials 20] [--epochs 150] [--model vae] [--dataset digits]
+                                   [--pruners none,median]
 """
 from __future__ import annotations
 
@@ -48,17 +49,22 @@ def run_study(pruner: str, args: argparse.Namespace, folder: Path, env: dict[str
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n-trials", type=int, default=20)
-    parser.add_argument("--epochs", type=int, default=150, help="most epochs per trial (the train default)")
+    parser.add_argument("--epochs", type=int, default=150, help="most epochs per trial (early stopping may end a trial sooner)")
     parser.add_argument("--model", default="vae")
     parser.add_argument("--dataset", default="digits")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pruners", default="none,median",
+                        help="comma-separated; the first is the baseline the others are compared with")
     args = parser.parse_args()
+    pruners = [p.strip() for p in args.pruners.split(",") if p.strip()]
+    if len(pruners) < 2:
+        parser.error("--pruners needs a baseline and at least one pruner to compare, e.g. none,median")
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_RUN", "MLFLOW_EXPERIMENT"))}
     env.pop("MLFLOW_TRACKING_URI", None)  # each study logs to the folder's own sqlite:///mlflow.db
     with tempfile.TemporaryDirectory() as tmp:
-        results = {p: run_study(p, args, Path(tmp), env) for p in ("none", "median")}
-    none, median = results["none"], results["median"]
+        results = {p: run_study(p, args, Path(tmp), env) for p in pruners}
+    base = results[pruners[0]]
     print(f"\n`aeservice tune --model {args.model} --dataset {args.dataset} --n-trials {args.n_trials} "
           f"--epochs {args.epochs} --seed {args.seed}`, by pruner\n")
     print("| pruner | epochs trained | wall s | complete | pruned | failed | best val_mse |")
@@ -66,9 +72,11 @@ def main() -> None:
     for pruner, r in results.items():
         print(f"| {pruner} | {r['epochs']} | {r['wall']:.0f} | {r['complete']} | {r['pruned']} | {r['failed']} "
               f"| {r['best']:.5f} |")
-    print(f"\nmedian / none: epochs {median['epochs'] / none['epochs']:.2f}, wall {median['wall'] / none['wall']:.2f}, "
-          f"best val_mse {median['best'] / none['best']:.3f} "
-          f"({(median['best'] / none['best'] - 1) * 100:+.1f}%)")
+    print()
+    for pruner in pruners[1:]:
+        r = results[pruner]
+        print(f"{pruner} / {pruners[0]}: epochs {r['epochs'] / base['epochs']:.2f}, wall {r['wall'] / base['wall']:.2f}, "
+              f"best val_mse {r['best'] / base['best']:.3f} ({(r['best'] / base['best'] - 1) * 100:+.1f}%)")
 
 
 if __name__ == "__main__":
