@@ -179,7 +179,9 @@ def train(quiet: bool, **options: Any) -> None:
 
     The run gets the whole config as parameters, per-epoch loss curves, the final val_mse,
     test_mse and explained_variance (test_elbo for the VAE), plots, and a pyfunc model that
-    serves encode / decode / reconstruct / sample / score.
+    serves encode / decode / reconstruct / sample / score. MLflow logging runs in a forked
+    worker on the other core (AESERVICE_TRACKING_WORKER=0: in-process); the last lines say
+    where the time and memory went. Keras backend: KERAS_BACKEND if set, else JAX when installed.
     """
     config = config_from_options(options)
     from aeservice.tracking import worker

@@ -29,7 +29,6 @@ from aeservice.tracking.plots import all_figures
 from aeservice.training import Prepared, TrainResult, fit_and_evaluate
 
 __all__ = ["train_run", "mlflow_run", "metrics_logger", "log_model", "log_new_params", "log_setup", "log_results",
-           "log_final_metrics", "log_model_dir", "run_figures",
            "run_tags", "run_name", "SIGNATURE", "MODEL_ARTIFACT"]
 
 MODEL_ARTIFACT = "model"  # runs:/<id>/model
@@ -85,31 +84,22 @@ def metrics_logger() -> EpochCallback:
 
 def log_model(model: Autoencoder, example: np.ndarray) -> str:
     """Log the pyfunc (this package's code + the saved model directory); returns its URI."""
-    with tempfile.TemporaryDirectory() as tmp:
-        return log_model_dir(model.save(Path(tmp) / "autoencoder"), example)
-
-
-def log_model_dir(model_dir: Path, example: np.ndarray) -> str:
-    """`log_model` for a model already saved by `Autoencoder.save`."""
     serving_log = logging.getLogger("aeservice.serving")
     level = serving_log.level
     serving_log.setLevel(logging.WARNING)  # MLflow's check of the example loads the model: no "loaded" line
     try:
-        return _log_model_dir(model_dir, example)
+        with tempfile.TemporaryDirectory() as tmp:
+            info = mlflow.pyfunc.log_model(
+                name=MODEL_ARTIFACT,
+                python_model=str(PYFUNC_FILE),
+                artifacts={"model": str(model.save(Path(tmp) / "autoencoder"))},
+                code_paths=[str(Path(aeservice.__file__).parent)],
+                signature=SIGNATURE,
+                input_example=example.astype(np.float64),
+                pip_requirements=_requirements(),
+            )
     finally:
         serving_log.setLevel(level)
-
-
-def _log_model_dir(model_dir: Path, example: np.ndarray) -> str:
-    info = mlflow.pyfunc.log_model(
-        name=MODEL_ARTIFACT,
-        python_model=str(PYFUNC_FILE),
-        artifacts={"model": str(model_dir)},
-        code_paths=[str(Path(aeservice.__file__).parent)],
-        signature=SIGNATURE,
-        input_example=example.astype(np.float64),
-        pip_requirements=_requirements(),
-    )
     return info.model_uri
 
 
@@ -167,22 +157,15 @@ def log_setup(prepared: Prepared) -> None:
 
 def log_results(prepared: Prepared, result: TrainResult, log_artifacts: bool = True) -> None:
     """What a run records after training: final metrics, plots and the pyfunc model."""
-    log_final_metrics(result.metrics, result.model.latent_dim_)
+    with phase("tracking"):
+        mlflow.log_metrics(result.metrics)
+        mlflow.log_param("latent_dim_used", result.model.latent_dim_)
     if log_artifacts:
+        cfg, split = prepared.config, prepared.split
         with phase("plots"):
-            for name, fig in run_figures(prepared, result).items():
+            for name, fig in all_figures(result.model, result.history, prepared.dataset, split,
+                                         cfg.model.seed).items():
                 mlflow.log_figure(fig, name)
                 plt.close(fig)
         with phase("model logging"):
-            log_model(result.model, prepared.split.test[:3])
-
-
-def log_final_metrics(metrics: dict[str, float], latent_dim_used: int) -> None:
-    with phase("tracking"):
-        mlflow.log_metrics(metrics)
-        mlflow.log_param("latent_dim_used", latent_dim_used)
-
-
-def run_figures(prepared: Prepared, result: TrainResult) -> dict[str, plt.Figure]:
-    """Artifact path -> figure, for every plot a run logs."""
-    return all_figures(result.model, result.history, prepared.dataset, prepared.split, prepared.config.model.seed)
+            log_model(result.model, split.test[:3])
