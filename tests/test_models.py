@@ -1,13 +1,15 @@
 """Every kind behind one interface: shapes, units, persistence, seeded sampling, quality."""
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 from conftest import small_config
 
 from aeservice.config import MODEL_KINDS, DataConfig, ModelConfig, TrainConfig
 from aeservice.errors import UserError
-from aeservice.models import MODELS, load_model
+from aeservice.models import MODELS, keras_base, load_model
+from aeservice.models.fused import compile_options, fuse_epochs
 from aeservice.training import fit_and_evaluate, prepare
 
 
@@ -99,3 +101,38 @@ def test_digits_quality_every_kind_beats_the_mean_and_ae_beats_pca():
         scores[kind] = result.metrics["test_mse"]
         assert scores[kind] < mean_mse, (kind, scores[kind], mean_mse)
     assert scores["ae"] < scores["pca"], scores
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="epochs are fused on JAX only")
+@pytest.mark.parametrize("kind", ["ae", "vae"])
+def test_fused_epochs_train_exactly_as_keras_fit_does(kind, monkeypatch):
+    """One compiled call per epoch must not change a number: same history, same early stop.
+
+    The VAE samples in training and validation, so its seed state must move as under `fit`;
+    patience 2 with a short warm-up makes early stopping and the learning-rate halving act.
+    """
+    cfg = small_config(kind, dataset="curve3d", epochs=12, patience=2, kl_warmup=2, batch_size=48)
+
+    def history():
+        result = fit_and_evaluate(prepare(cfg))
+        return result.model.history_, result.model.reconstruct(np.ones((2, 3)))
+
+    fused, fused_out = history()
+    monkeypatch.setattr(keras_base, "fuse_epochs", lambda model, validation=None: False)
+    monkeypatch.setattr(keras_base, "compile_options", lambda n_rows, batch_size: {})
+    plain, plain_out = history()
+    assert fused.keys() == plain.keys() and "val_loss" in fused
+    for key in plain:
+        np.testing.assert_allclose(fused[key], plain[key], rtol=1e-5, err_msg=key)
+    np.testing.assert_allclose(fused_out, plain_out, rtol=1e-5)
+
+
+def test_fused_epochs_are_installed_on_jax_only():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer="adam", loss="mse", **compile_options(100, 32))
+    assert fuse_epochs(model) == (keras.backend.backend() == "jax")
+    if keras.backend.backend() == "jax":  # 4 batches of 32, 32, 32, 4 rows: one execution per epoch
+        assert model.steps_per_execution == 4
+        x = np.random.default_rng(0).standard_normal((100, 3)).astype("float32")
+        logs = model.fit(x, x[:, :2], epochs=2, batch_size=32, verbose=0).history
+        assert len(logs["loss"]) == 2 and logs["loss"][1] < logs["loss"][0]

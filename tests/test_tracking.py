@@ -12,7 +12,7 @@ import pytest
 from conftest import small_config
 
 from aeservice.config import MODEL_KINDS
-from aeservice.tracking import train_run
+from aeservice.tracking import EpochMetrics, train_run
 from aeservice.training import prepare
 
 PLOTS = {"loss_curves", "latent_space", "latent_sweep", "reconstructions", "samples"}
@@ -86,3 +86,31 @@ def test_logged_models_serve_all_methods_in_a_fresh_process(runs, module_trackin
         np.testing.assert_allclose(got["reconstruct"], model.reconstruct(x), rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(got["sample"], model.sample(3, seed=4), rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(got["score"], model.score(x), rtol=1e-5, atol=1e-5)
+
+
+def test_epoch_metrics_are_batched_and_all_arrive(tracking_uri):
+    """One SQLite commit per epoch cost more than a fused epoch: metrics wait, then all land."""
+    client = mlflow.MlflowClient()
+    with mlflow.start_run() as run:
+        epochs = EpochMetrics()
+        epochs.FLUSH_SECONDS = 3600.0
+        for epoch in range(5):
+            epochs(epoch, {"loss": 1.0 / (epoch + 1), "val_loss": 2.0})
+        assert epochs.pending and client.get_metric_history(run.info.run_id, "loss") == []
+        epochs.flush()
+        assert not epochs.pending
+        history = client.get_metric_history(run.info.run_id, "loss")
+        assert [(m.step, m.value) for m in history] == [(e, 1.0 / (e + 1)) for e in range(5)]
+        epochs.FLUSH_SECONDS = 0.0  # due at once: written by the call itself
+        epochs(5, {"loss": 0.1})
+        assert len(client.get_metric_history(run.info.run_id, "loss")) == 6 and not epochs.pending
+
+
+def test_lean_keras_import_skips_the_extras_and_leaves_them_importable():
+    code = ("import sys, aeservice\nfrom aeservice.imports import lean_keras\n"
+            "with lean_keras():\n    import keras\n"
+            "print(sorted(m for m in ('sklearn', 'matplotlib') if m in sys.modules))\n"
+            "import sklearn.mixture, matplotlib\nprint(keras.backend.backend(), 'ok')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split("\n")[:2] == ["[]", f"{os.environ['KERAS_BACKEND']} ok"]

@@ -15,6 +15,7 @@ import numpy as np
 
 from aeservice.errors import UserError
 from aeservice.models.base import Autoencoder, EpochCallback
+from aeservice.models.fused import compile_options, fuse_epochs
 from aeservice.models.layers import dense
 from aeservice.models.plan import dense_plan
 
@@ -123,10 +124,15 @@ class KerasAutoencoder(Autoencoder):
         self.plans_ = {}  # a refit trains new nets: no plan of the old ones may answer for them
         keras.utils.set_random_seed(c.seed)
         model, losses, weights = self._build()
-        model.compile(optimizer=keras.optimizers.Adam(c.learning_rate), loss=losses, loss_weights=weights)
         xt, xv = x_train.astype("float32"), x_val.astype("float32")
+        batch_size = min(c.batch_size, len(xt))
+        model.compile(optimizer=keras.optimizers.Adam(c.learning_rate), loss=losses, loss_weights=weights,
+                      **compile_options(len(xt), batch_size))
         targets = {name: (xt if name == "recon" else np.zeros((len(xt), 1), "float32")) for name in losses}
         val_targets = {name: (xv if name == "recon" else np.zeros((len(xv), 1), "float32")) for name in losses}
+        # Validation needs no small batches: one batch is one compiled shape and one step per epoch.
+        val_batch = min(len(xv), _MAX_VAL_BATCH)
+        fused_validation = len(xv) <= _MAX_VAL_BATCH and fuse_epochs(model, (xv, val_targets))
         keras_callbacks = [*self._schedule_callbacks(), _Relay(callbacks, self.history_, self.val_smoothing,
                                                                 self._monitor_from_epoch())]
         if c.patience > 0:  # after the relay, which adds the smoothed monitor to the logs
@@ -134,9 +140,8 @@ class KerasAutoencoder(Autoencoder):
             keras_callbacks.append(keras.callbacks.EarlyStopping(
                 monitor=_MONITOR, mode="min", patience=c.patience, restore_best_weights=True,
                 start_from_epoch=self._monitor_from_epoch()))
-        # Validation needs no small batches: one batch is one compiled shape and one step per epoch.
-        model.fit(xt, targets, validation_data=(xv, val_targets), epochs=c.epochs,
-                  batch_size=min(c.batch_size, len(xt)), validation_batch_size=min(len(xv), _MAX_VAL_BATCH),
+        model.fit(xt, targets, validation_data=None if fused_validation else (xv, val_targets), epochs=c.epochs,
+                  batch_size=batch_size, validation_batch_size=val_batch,
                   shuffle=True, verbose=verbose, callbacks=keras_callbacks)
         bad = [i for i, v in enumerate(self.history_.get("loss", [])) if not math.isfinite(v)]
         if bad:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["MODEL_ARTIFACT", "SIGNATURE", "log_model", "log_new_params", "metrics_logger", "mlflow_run", "train_run"]
+__all__ = ["MODEL_ARTIFACT", "SIGNATURE", "log_model", "log_new_params", "EpochMetrics", "mlflow_run", "train_run"]
 
 
 def __getattr__(name: str) -> Any:

@@ -5,6 +5,8 @@ output drawn over it (seeds 001/003/004). Every function returns a matplotlib Fi
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -15,7 +17,9 @@ from aeservice.data import Dataset, Split  # noqa: E402
 from aeservice.models import Autoencoder  # noqa: E402
 
 __all__ = ["loss_curves", "latent_space", "latent_sweep", "reconstructions", "samples", "all_figures",
-           "project_2d", "image_grid", "label_palette"]
+           "project_2d", "image_grid", "label_palette", "write_figures", "PLOTS_FOLDER"]
+
+PLOTS_FOLDER = "plots"  # runs:/<id>/plots/<name>.png
 
 
 def loss_curves(history: dict[str, list[float]]) -> plt.Figure:
@@ -198,9 +202,24 @@ def all_figures(model: Autoencoder, history: dict, dataset: Dataset, split: Spli
                 ) -> dict[str, plt.Figure]:
     """file name -> figure, for every plot a run logs."""
     return {
-        "plots/loss_curves.png": loss_curves(history),
-        "plots/latent_space.png": latent_space(model, split, dataset.categorical_labels),
-        "plots/latent_sweep.png": latent_sweep(model, dataset, split),
-        "plots/reconstructions.png": reconstructions(model, dataset, split),
-        "plots/samples.png": samples(model, dataset, split, seed),
+        f"{PLOTS_FOLDER}/loss_curves.png": loss_curves(history),
+        f"{PLOTS_FOLDER}/latent_space.png": latent_space(model, split, dataset.categorical_labels),
+        f"{PLOTS_FOLDER}/latent_sweep.png": latent_sweep(model, dataset, split),
+        f"{PLOTS_FOLDER}/reconstructions.png": reconstructions(model, dataset, split),
+        f"{PLOTS_FOLDER}/samples.png": samples(model, dataset, split, seed),
     }
+
+
+def write_figures(model: Autoencoder, history: dict, dataset: Dataset, split: Split, seed: int,
+                  folder: Path) -> Path:
+    """Every figure as a PNG under folder/plots (returned), ready for `mlflow.log_artifacts`.
+
+    Files rather than Figure objects, so the process that holds the trained model can draw them
+    while another one logs: `train`'s tracking worker logs the model meanwhile.
+    """
+    for name, fig in all_figures(model, history, dataset, split, seed).items():
+        path = Path(folder) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path)
+        plt.close(fig)
+    return Path(folder) / PLOTS_FOLDER

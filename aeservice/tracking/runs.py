@@ -5,16 +5,17 @@ both log exactly the same things.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
+import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import keras
-import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
 from mlflow.models import ModelSignature
@@ -25,11 +26,10 @@ from aeservice.models import Autoencoder, EpochCallback
 from aeservice.serving import PYFUNC_FILE
 from aeservice.serving.methods import DEFAULT_SAMPLES
 from aeservice.timing import phase
-from aeservice.tracking.plots import all_figures
 from aeservice.training import Prepared, TrainResult, fit_and_evaluate
 
-__all__ = ["train_run", "mlflow_run", "metrics_logger", "log_model", "log_new_params", "log_setup", "log_results",
-           "run_tags", "run_name", "SIGNATURE", "MODEL_ARTIFACT"]
+__all__ = ["train_run", "mlflow_run", "EpochMetrics", "log_model", "log_new_params", "log_setup", "log_results",
+           "log_scores", "log_plots", "model_example", "warm_up_model_logging", "run_tags", "run_name", "SIGNATURE", "MODEL_ARTIFACT"]
 
 MODEL_ARTIFACT = "model"  # runs:/<id>/model
 
@@ -65,34 +65,65 @@ def mlflow_run(experiment: str | None, nested: bool = False, tags: dict | None =
     except BaseException:
         mlflow.end_run("FAILED")
         raise
-    with phase("tracking"):  # also waits for the per-epoch metrics still queued
+    with phase("tracking"):
         mlflow.end_run("FINISHED")
 
 
-def metrics_logger() -> EpochCallback:
-    """Per-epoch metrics, one batch per epoch, written by MLflow's logging thread.
+class EpochMetrics:
+    """Per-epoch metrics, written in batches: one SQLite commit per second of training at most.
 
-    Synchronous, each epoch's SQLite commit cost ~12 ms of the fit (1.3 s per 100 epochs); queued,
-    the writes overlap training, and ending the run waits for any still queued.
+    One commit per epoch cost ~12 ms, more than a fused epoch on digits takes to train; MLflow's
+    asynchronous queue only moved those commits to the end of the run (0.5 s of `end_run`).
+    Buffered, 100 epochs are a few `log_batch` calls, and the UI still follows a run live.
+    Call it as an epoch callback; `flush()` writes what is left (do so before the run ends).
     """
-    def log(epoch: int, logs: dict) -> None:
+
+    FLUSH_SECONDS = 1.0
+
+    def __init__(self) -> None:
+        self._rows: list = []
+        self._oldest: float | None = None
+
+    def __call__(self, epoch: int, logs: dict) -> None:
         with phase("tracking in fit"):
-            mlflow.log_metrics(logs, step=epoch, synchronous=False)
+            from mlflow.entities import Metric
 
-    return log
+            stamp = int(time.time() * 1000)
+            self._rows += [Metric(key, float(value), stamp, epoch) for key, value in logs.items()]
+            self._oldest = self._oldest or time.monotonic()
+            if time.monotonic() - self._oldest >= self.FLUSH_SECONDS:
+                self.flush()
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._rows)
+
+    def flush(self) -> None:
+        rows, self._rows, self._oldest = self._rows, [], None
+        if rows:
+            client, run_id = mlflow.MlflowClient(), mlflow.active_run().info.run_id
+            for start in range(0, len(rows), _BATCH_LIMIT):
+                client.log_batch(run_id, metrics=rows[start:start + _BATCH_LIMIT])
 
 
-def log_model(model: Autoencoder, example: np.ndarray) -> str:
-    """Log the pyfunc (this package's code + the saved model directory); returns its URI."""
+_BATCH_LIMIT = 1000  # metrics per log_batch call that MLflow's REST API accepts
+
+
+def log_model(model: Autoencoder | Path, example: np.ndarray) -> str:
+    """Log the pyfunc (this package's code + the saved model directory); returns its URI.
+
+    `model` is a trained model, or the directory `Autoencoder.save` wrote it to.
+    """
     serving_log = logging.getLogger("aeservice.serving")
     level = serving_log.level
     serving_log.setLevel(logging.WARNING)  # MLflow's check of the example loads the model: no "loaded" line
     try:
         with tempfile.TemporaryDirectory() as tmp:
+            saved = model.save(Path(tmp) / "autoencoder") if isinstance(model, Autoencoder) else Path(model)
             info = mlflow.pyfunc.log_model(
                 name=MODEL_ARTIFACT,
                 python_model=str(PYFUNC_FILE),
-                artifacts={"model": str(model.save(Path(tmp) / "autoencoder"))},
+                artifacts={"model": str(saved)},
                 code_paths=[str(Path(aeservice.__file__).parent)],
                 signature=SIGNATURE,
                 input_example=example.astype(np.float64),
@@ -101,6 +132,23 @@ def log_model(model: Autoencoder, example: np.ndarray) -> str:
     finally:
         serving_log.setLevel(level)
     return info.model_uri
+
+
+def warm_up_model_logging() -> None:
+    """The slow first-call work of `log_model`, done ahead by a process that has time for it.
+
+    MLflow checks the requirements against the environment by mapping every installed
+    distribution's files to modules: 0.6 s, once per process. `train`'s tracking worker calls
+    this while the model trains. Best effort: MLflow's internals may move.
+    """
+    with contextlib.suppress(Exception):
+        from mlflow.utils.requirements_utils import warn_dependency_requirement_mismatches
+
+        warn_dependency_requirement_mismatches(_requirements())
+    with contextlib.suppress(Exception):
+        import mlflow.pyfunc.loaders.code_model  # noqa: F401  (MLflow's check loads the model with it)
+
+        import aeservice.serving.pyfunc_model  # noqa: F401
 
 
 def _requirements() -> list[str]:
@@ -128,8 +176,16 @@ def train_run(prepared: Prepared, callbacks: Sequence[EpochCallback] = (), neste
     with mlflow_run(prepared.config.experiment, nested=nested, tags=run_tags(prepared, tags),
                     run_name=run_name(prepared)) as run:
         log_setup(prepared)
-        with phase("fit"):
-            result = fit_and_evaluate(prepared, callbacks=[metrics_logger(), *callbacks])
+        epochs = EpochMetrics()
+        try:
+            with phase("fit"):
+                result = fit_and_evaluate(prepared, callbacks=[epochs, *callbacks])
+        except BaseException:
+            with contextlib.suppress(Exception):  # the curve up to a failure; the failure is the news
+                epochs.flush()
+            raise
+        with phase("tracking"):
+            epochs.flush()
         log_results(prepared, result, log_artifacts)
     return run.info.run_id, result
 
@@ -157,15 +213,32 @@ def log_setup(prepared: Prepared) -> None:
 
 def log_results(prepared: Prepared, result: TrainResult, log_artifacts: bool = True) -> None:
     """What a run records after training: final metrics, plots and the pyfunc model."""
-    with phase("tracking"):
-        mlflow.log_metrics(result.metrics)
-        mlflow.log_param("latent_dim_used", result.model.latent_dim_)
+    log_scores(result.metrics, result.model.latent_dim_)
     if log_artifacts:
-        cfg, split = prepared.config, prepared.split
-        with phase("plots"):
-            for name, fig in all_figures(result.model, result.history, prepared.dataset, split,
-                                         cfg.model.seed).items():
-                mlflow.log_figure(fig, name)
-                plt.close(fig)
+        from aeservice.tracking.plots import write_figures  # matplotlib: here, not in the tracking worker
+
+        with tempfile.TemporaryDirectory() as tmp:
+            with phase("plots"):
+                folder = write_figures(result.model, result.history, prepared.dataset, prepared.split,
+                                       prepared.config.model.seed, Path(tmp))
+            log_plots(folder)
         with phase("model logging"):
-            log_model(result.model, split.test[:3])
+            log_model(result.model, model_example(prepared))
+
+
+def log_scores(metrics: dict[str, float], latent_dim: int) -> None:
+    """The final metrics, and the latent size the model ended with."""
+    with phase("tracking"):
+        mlflow.log_metrics(metrics)
+        mlflow.log_param("latent_dim_used", latent_dim)
+
+
+def log_plots(folder: Path) -> None:
+    """The PNGs `plots.write_figures` wrote, under runs:/<id>/plots."""
+    with phase("tracking"):
+        mlflow.log_artifacts(str(folder), folder.name)
+
+
+def model_example(prepared: Prepared) -> np.ndarray:
+    """The input example logged with the model: three test rows."""
+    return prepared.split.test[:3]

@@ -5,9 +5,9 @@ before the first epoch; logging the run's params, plots and model took ~1.5 s mo
 forks a worker before Keras is imported (forking a process that runs JAX or TensorFlow threads
 is unsafe); while this process imports Keras and trains, the worker imports MLflow, opens the
 store and, once the data has loaded here, starts the run and logs its settings. Epoch metrics
-stream to it over a pipe. At the end this process saves the model; the worker loads it, logs
-metrics, plots and the pyfunc model with the very code `train_run` uses, ends the run, and
-answers with the run id. Where forking is not possible, `train_run` does it all in-process.
+stream to it over a pipe. At the end this process saves the model; the worker logs the final
+metrics and the pyfunc model while this process draws the figures, then logs those, with the very
+functions `train_run`'s `log_results` uses; it ends the run and answers with the run id. Where forking is not possible, `train_run` does it all in-process.
 
 The worker is told not to start a run until the data has loaded, so bad input leaves no run.
 """
@@ -22,6 +22,7 @@ from typing import Any, Callable, Sequence
 
 from aeservice.config import TrainConfig
 from aeservice.errors import UserError
+from aeservice.imports import lean_keras
 from aeservice.timing import phase, phases
 
 __all__ = ["available", "train_in_parallel", "TrackingWorker"]
@@ -60,11 +61,18 @@ class TrackingWorker:
             self._poll()
             self._send(("epoch", epoch, dict(logs)))
 
-    def finish(self, result) -> str:
-        """Hand over the trained model and wait until everything is logged; returns the run id."""
+    def finish(self, prepared, result) -> str:
+        """Hand over the trained model, draw the figures meanwhile, and wait until everything is
+        logged; returns the run id. The worker logs the model while this process draws."""
+        from aeservice.tracking.plots import write_figures
+
         with tempfile.TemporaryDirectory(prefix="aeservice-") as tmp:
             model_dir = result.model.save(Path(tmp) / "autoencoder")
-            self._send(("result", result.metrics, result.history, str(model_dir)))
+            self._send(("result", result.metrics, result.model.latent_dim_, str(model_dir)))
+            with phase("plots"):
+                plots = write_figures(result.model, result.history, prepared.dataset, prepared.split,
+                                      prepared.config.model.seed, Path(tmp))
+            self._send(("plots", str(plots)))
             with phase("waiting for tracking"):
                 while True:
                     kind, *rest = self._recv()
@@ -133,7 +141,7 @@ def train_in_parallel(config: TrainConfig, callbacks: Sequence = (),
         worker.start()
         with phase("fit"):
             result = fit_and_evaluate(prepared, callbacks=[worker.epoch, *callbacks])
-        run_id = worker.finish(result)
+        run_id = worker.finish(prepared, result)
     except KeyboardInterrupt:
         worker.abort("KILLED")
         raise
@@ -151,14 +159,18 @@ def _serve(conn, config: TrainConfig) -> None:
     """The worker: import and connect while the parent trains, then log what it is sent."""
     code = 0
     try:
-        with phase("imports"):  # MLflow, and Keras to load the model later, while the parent trains
+        with phase("imports"), lean_keras():  # MLflow, and Keras for MLflow's check of the logged model
             import mlflow
 
-            from aeservice.tracking.runs import log_results, log_setup, mlflow_run, run_name, run_tags
-            from aeservice.training import TrainResult, prepare
+            from aeservice.tracking.runs import (EpochMetrics, log_model, log_plots, log_scores, log_setup, mlflow_run,
+                                                 model_example, run_name, run_tags,
+                                                 warm_up_model_logging)
+            from aeservice.training import prepare
 
         with phase("connect"):
             mlflow.tracking.MlflowClient()._tracking_client.store  # noqa: B018  (opens the store now)
+        with phase("warm-up"):
+            warm_up_model_logging()
         message = conn.recv()
         if message[0] != "start":
             return  # aborted before any run: bad input leaves nothing behind
@@ -168,19 +180,25 @@ def _serve(conn, config: TrainConfig) -> None:
                 log_setup(prepared)
                 conn.send(("started", run.info.run_id))
 
+                epochs = EpochMetrics()
                 while True:
+                    if epochs.pending and not conn.poll(EpochMetrics.FLUSH_SECONDS):
+                        epochs.flush()  # the trainer is quiet (validating, evaluating): write now
                     message = conn.recv()
                     if message[0] == "epoch":
-                        mlflow.log_metrics(message[2], step=message[1], synchronous=False)
+                        epochs(message[1], message[2])
                     elif message[0] == "abort":  # mlflow_run ends the run KILLED or FAILED
+                        epochs.flush()  # the curve up to the failure
                         raise KeyboardInterrupt if message[1] == "KILLED" else _Abort()
-                    elif message[0] == "result":  # plots and the pyfunc, as train_run logs them
-                        from aeservice.models import load_model
-
-                        _, metrics, history, model_dir = message
-                        with phase("model loading"):
-                            model = load_model(model_dir)
-                        log_results(prepared, TrainResult(model, metrics, history))
+                    elif message[0] == "result":  # what train_run's log_results logs, in two parts
+                        _, metrics, latent_dim, model_dir = message
+                        with phase("tracking"):
+                            epochs.flush()
+                        log_scores(metrics, latent_dim)
+                        with phase("model logging"):
+                            log_model(Path(model_dir), model_example(prepared))
+                    elif message[0] == "plots":
+                        log_plots(Path(message[1]))
                         break
         except (_Abort, KeyboardInterrupt):
             conn.send(("aborted",))
