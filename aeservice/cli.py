@@ -279,7 +279,7 @@ def run_main(dataset: str, latent_dim: int | None, n_trials: float, epochs: floa
 # Options `tune` can search (ModelConfig fields; aeservice.tuning.OPTION_PARAMS says what each fixes).
 _SEARCHABLE = ("latent_dim", "hidden", "learning_rate", "weight_decay", "beta", "l1", "sparsity_weight",
                "sparsity_target")
-_PRUNERS = ("median", "hyperband", "none")  # keys of aeservice.tuning.PRUNERS (a test checks); no TF import for --help
+_PRUNERS = ("median", "asha", "hyperband", "none")  # keys of aeservice.tuning.PRUNERS (a test checks); no TF import for --help
 _GIVEN = (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT,
           click.core.ParameterSource.PROMPT)
 
@@ -328,7 +328,7 @@ def _auto(value: Any) -> bool:
               help="Complete trials before the median pruner prunes anything.")
 @click.option("--prune-warmup", type=_OrAuto(integer=True), default=None,
               help="Epochs each trial trains before it can be pruned (hyperband: its smallest budget). "
-                   "[default: auto = max(5, epochs / 10)]")
+                   "[default: auto = max(5, epochs / 30)]")
 @click.option("--register-as", default="none", metavar="NAME",
               help="When the study ends, register the best trial's model as NAME (champion/challenger "
                    "rules of `aeservice register`).")

@@ -1,13 +1,13 @@
 #!/usr/bin/env python
-"""What pruning saves: the same tuning study with the median pruner and with none.
+"""What pruning saves: the same tuning study without pruning and with each pruner.
 
 Runs `aeservice tune --model vae --dataset digits --n-trials 20 --seed 0 --pruner P` for
-P = median and none, each as a whole process with its own Optuna study in one throw-away folder,
-then reads both studies back from the Optuna storage: epochs trained (every trial reports each
+P = none (the baseline), median, asha and hyperband, each as a whole process with its own Optuna
+study in one throw-away folder, then reads the studies back from the Optuna storage: epochs trained (every trial reports each
 epoch to Optuna), trial states, best val_mse, and the wall time of each process. Usage:
 
     python scripts/bench_tuning.py [--n-trials 20] [--epochs 150] [--model vae] [--dataset digits]
-                                   [--pruners none,median]
+                                   [--pruners none,median,asha,hyperband]
 """
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def main() -> None:
     parser.add_argument("--model", default="vae")
     parser.add_argument("--dataset", default="digits")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--pruners", default="none,median",
+    parser.add_argument("--pruners", default="none,median,asha,hyperband",
                         help="comma-separated; the first is the baseline the others are compared with")
     args = parser.parse_args()
     pruners = [p.strip() for p in args.pruners.split(",") if p.strip()]

@@ -92,13 +92,15 @@ def test_trials_are_nested_runs_best_is_tagged_and_resume_adds_trials(store):
     assert second.best_value == pytest.approx(min(t.value for t in study.trials))
 
 
-def test_a_poor_trial_is_pruned_and_its_run_killed(store):
+@pytest.mark.parametrize("pruner", ["median", "asha"])
+def test_a_poor_trial_is_pruned_and_its_run_killed(store, pruner):
     storage = store["optuna"]
     fixed = ("latent_dim", "hidden", "weight_decay")
-    settings = TuneSettings(n_trials=2, storage=storage, study_name="prune", fixed=fixed,
-                            ranges={"learning_rate": (1e-7, 1e-1)}, prune_startup_trials=1, prune_warmup_epochs=0)
+    settings = TuneSettings(n_trials=2, storage=storage, study_name="prune", fixed=fixed, pruner=pruner,
+                            ranges={"learning_rate": (1e-7, 1e-1)}, prune_startup_trials=1, prune_warmup_epochs=1)
     # Make the study first and queue a fast learner, then one that barely moves: the median pruner
-    # (one complete trial suffices here) stops the second after its first epoch.
+    # (one complete trial suffices here) stops the second after its first epoch, and so does ASHA
+    # (the second trial is not in the best third of those that reached that epoch).
     study = optuna.create_study(study_name="prune", storage=storage)
     study.enqueue_trial({"learning_rate": 3e-2})
     study.enqueue_trial({"learning_rate": 1e-7})

@@ -36,7 +36,7 @@ class TuneSettings:
     fixed: tuple[str, ...] = ()  # options the user set (latent_dim, hidden, beta, ...): not searched
     ranges: dict[str, tuple[float, float]] = field(default_factory=dict)  # searched name -> (low, high)
     prune_startup_trials: int = 5  # complete trials before the median pruner judges anyone
-    prune_warmup_epochs: int | None = None  # no pruning before this many epochs; None: max(5, epochs / 10)
+    prune_warmup_epochs: int | None = None  # no pruning before this many epochs; None: max(5, epochs / 30)
     heartbeat_interval: int = 60  # seconds; a dead worker's trial is failed and retried after 2x this
     max_retry: int = 2  # retries of a trial whose worker died
 
@@ -94,8 +94,8 @@ def _tune(prepared, space, spec, settings: TuneSettings, storage_url: str, study
     config, kind = prepared.config, prepared.config.model.model
     storage = open_storage(storage_url, settings.heartbeat_interval, max_retry=settings.max_retry)
     warmup = settings.prune_warmup_epochs
-    if warmup is None:  # early epochs rank learning rates, not models: let every trial get going first
-        warmup = max(5, config.model.epochs // 10)
+    if warmup is None:  # a few epochs for every trial to get going; epochs/10 (the old rule) pruned later
+        warmup = max(5, config.model.epochs // 30)  # for no better best (scripts/bench_tuning.py, README)
     pruner = make_pruner(settings.pruner, config.model.epochs, settings.prune_startup_trials, warmup)
     study = open_study(study_name, storage, spec.direction, make_sampler(config.model.seed), pruner,
                        {"model": kind, "dataset": prepared.dataset.name, "objective": spec.name})

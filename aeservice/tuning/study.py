@@ -135,6 +135,8 @@ PRUNERS: dict[str, Callable[[int, int, int], optuna.pruners.BasePruner]] = {
     # (epochs, startup trials, warm-up epochs) -> pruner
     "median": lambda epochs, startup, warmup: optuna.pruners.MedianPruner(
         n_startup_trials=startup, n_warmup_steps=warmup),
+    "asha": lambda epochs, startup, warmup: optuna.pruners.SuccessiveHalvingPruner(
+        min_resource=max(1, min(warmup, epochs)), reduction_factor=3),
     "hyperband": lambda epochs, startup, warmup: optuna.pruners.HyperbandPruner(
         min_resource=max(1, min(warmup, epochs)), max_resource=max(epochs, 1), reduction_factor=3),
     "none": lambda epochs, startup, warmup: optuna.pruners.NopPruner(),
