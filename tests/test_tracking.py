@@ -91,6 +91,7 @@ def test_logged_models_serve_all_methods_in_a_fresh_process(runs, module_trackin
 def test_epoch_metrics_are_batched_and_all_arrive(tracking_uri):
     """One SQLite commit per epoch cost more than a fused epoch: metrics wait, then all land."""
     client = mlflow.MlflowClient()
+    mlflow.set_experiment("batched")
     with mlflow.start_run() as run:
         epochs = EpochMetrics()
         epochs.FLUSH_SECONDS = 3600.0
