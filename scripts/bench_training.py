@@ -31,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 DEFAULT_PLAIN = HERE.parent.parent / "shared" / "bench" / "plain_keras_ae.py"
 OURS = ["train", "--model", "ae", "--dataset", "digits", "--latent-dim", "2", "--hidden", "256,128",
         "--epochs", "100", "--batch-size", "64", "--patience", "0"]
-PHASE = re.compile(r"([a-z][a-z ]*?) ([0-9.]+) s")
+PHASE = re.compile(r"([a-z][a-z -]*?) ([0-9.]+) s")
 
 
 class _Popen(subprocess.Popen):
