@@ -136,3 +136,16 @@ def test_fused_epochs_are_installed_on_jax_only():
         x = np.random.default_rng(0).standard_normal((100, 3)).astype("float32")
         logs = model.fit(x, x[:, :2], epochs=2, batch_size=32, verbose=0).history
         assert len(logs["loss"]) == 2 and logs["loss"][1] < logs["loss"][0]
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="epochs are fused on JAX only")
+def test_a_large_epoch_is_stacked_in_pieces_with_the_same_result(monkeypatch):
+    """Big data sets are stacked a few batches at a time (bounded memory); numbers stay the same."""
+    from aeservice.models import fused
+
+    cfg = small_config("ae", dataset="curve3d", epochs=3, batch_size=32)
+    whole = fit_and_evaluate(prepare(cfg)).model.history_
+    monkeypatch.setattr(fused, "_MAX_STACK_BYTES", 3 * 32 * 3 * 4 * 2)  # 3 batches of x and target
+    pieces = fit_and_evaluate(prepare(cfg)).model.history_
+    for key in whole:
+        np.testing.assert_allclose(pieces[key], whole[key], rtol=1e-5, err_msg=key)

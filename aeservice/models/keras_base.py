@@ -132,7 +132,9 @@ class KerasAutoencoder(Autoencoder):
         val_targets = {name: (xv if name == "recon" else np.zeros((len(xv), 1), "float32")) for name in losses}
         # Validation needs no small batches: one batch is one compiled shape and one step per epoch.
         val_batch = min(len(xv), _MAX_VAL_BATCH)
-        fused_validation = len(xv) <= _MAX_VAL_BATCH and fuse_epochs(model, (xv, val_targets))
+        one_val_batch = len(xv) <= _MAX_VAL_BATCH
+        fused = fuse_epochs(model, (xv, val_targets) if one_val_batch else None)
+        fused_validation = fused and one_val_batch
         keras_callbacks = [*self._schedule_callbacks(), _Relay(callbacks, self.history_, self.val_smoothing,
                                                                 self._monitor_from_epoch())]
         if c.patience > 0:  # after the relay, which adds the smoothed monitor to the logs
