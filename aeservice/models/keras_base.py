@@ -110,7 +110,7 @@ class KerasAutoencoder(Autoencoder):
     def _build_decoder(self) -> keras.Model:
         c = self.config
         z = keras.Input((self.latent_dim_,), name="z")
-        h = dense_stack(z, tuple(reversed(c.hidden)), HIDDEN_ACTIVATION, c.weight_decay, "dec", c.seed)
+        h = dense_stack(z, tuple(reversed(self.sizes_.hidden)), HIDDEN_ACTIVATION, c.weight_decay, "dec", c.seed)
         out = dense(self.n_features_, "dec_out", c.seed, self._output_activation(), c.weight_decay)(h)
         return keras.Model(z, out, name="decoder")
 
@@ -135,8 +135,8 @@ class KerasAutoencoder(Autoencoder):
                 monitor=_MONITOR, mode="min", patience=c.patience, restore_best_weights=True,
                 start_from_epoch=self._monitor_from_epoch()))
         # Validation needs no small batches: one batch is one compiled shape and one step per epoch.
-        model.fit(xt, targets, validation_data=(xv, val_targets), epochs=c.epochs,
-                  batch_size=min(c.batch_size, len(xt)), validation_batch_size=min(len(xv), _MAX_VAL_BATCH),
+        model.fit(xt, targets, validation_data=(xv, val_targets), epochs=self.sizes_.epochs,
+                  batch_size=min(self.sizes_.batch_size, len(xt)), validation_batch_size=min(len(xv), _MAX_VAL_BATCH),
                   shuffle=True, verbose=verbose, callbacks=keras_callbacks)
         bad = [i for i, v in enumerate(self.history_.get("loss", [])) if not math.isfinite(v)]
         if bad:

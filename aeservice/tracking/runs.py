@@ -11,7 +11,7 @@ import tempfile
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import keras
 import matplotlib.pyplot as plt
@@ -29,7 +29,7 @@ from aeservice.tracking.plots import all_figures
 from aeservice.training import Prepared, TrainResult, fit_and_evaluate
 
 __all__ = ["train_run", "mlflow_run", "metrics_logger", "log_model", "log_new_params", "log_setup", "log_results",
-           "run_tags", "run_name", "SIGNATURE", "MODEL_ARTIFACT"]
+           "used_params", "run_tags", "run_name", "SIGNATURE", "MODEL_ARTIFACT"]
 
 MODEL_ARTIFACT = "model"  # runs:/<id>/model
 
@@ -155,11 +155,21 @@ def log_setup(prepared: Prepared) -> None:
         mlflow.log_input(dataset_input, context="training")
 
 
+def used_params(model: Autoencoder) -> dict[str, Any]:
+    """The sizes the model resolved from the data (the config may say "auto"), as params."""
+    used: dict[str, Any] = {"latent_dim_used": model.latent_dim_}
+    if model.kind != "pca":  # PCA has no net, epochs or batches
+        sizes = model.sizes_
+        used.update(hidden_used=",".join(map(str, sizes.hidden)) or "none", epochs_used=sizes.epochs,
+                    batch_size_used=sizes.batch_size)
+    return used
+
+
 def log_results(prepared: Prepared, result: TrainResult, log_artifacts: bool = True) -> None:
     """What a run records after training: final metrics, plots and the pyfunc model."""
     with phase("tracking"):
         mlflow.log_metrics(result.metrics)
-        mlflow.log_param("latent_dim_used", result.model.latent_dim_)
+        mlflow.log_params(used_params(result.model))
     if log_artifacts:
         cfg, split = prepared.config, prepared.split
         with phase("plots"):
