@@ -33,10 +33,10 @@ class DataConfig:
 class ModelConfig:
     model: str = "vae"  # the kind users came for; every kind shares this config
     latent_dim: int | None = None  # None: 2 (plottable), or the feature count if that is smaller
-    # hidden, epochs and batch_size: None (auto) scales them with the training rows, so a few
-    # hundred rows do not feed a wide net nor a million rows take 64-row steps for 500 epochs
-    # (aeservice.sizes.resolve_sizes; README, Quality, has the measurements).
-    hidden: tuple[int, ...] | None = None  # encoder widths; the decoder mirrors them
+    # hidden, epochs and batch_size: None (auto) is chosen by aeservice.sizes.resolve_sizes from
+    # the training rows, so a million rows do not take 64-row steps for 500 epochs and 200 rows
+    # get smaller batches (README, Quality, has the measurements).
+    hidden: tuple[int, ...] | None = None  # encoder widths, the decoder mirrors them; auto: 256,128
     epochs: int | None = None  # an upper bound: early stopping ends sooner (benchmark fits: 50-500)
     batch_size: int | None = None  # rows per gradient step
     learning_rate: float = 1e-3  # Adam's default; stable for every kind here

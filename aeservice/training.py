@@ -48,7 +48,7 @@ def prepare(config: TrainConfig, dataset: Dataset | None = None) -> Prepared:
 
 def prepared_sizes(prepared: Prepared) -> Sizes:
     """Width, epoch cap and batch the model will resolve on these training rows (before it fits)."""
-    return resolve_sizes(prepared.config.model, len(prepared.split.train), prepared.dataset.n_features)
+    return resolve_sizes(prepared.config.model, len(prepared.split.train))
 
 
 def fit_and_evaluate(prepared: Prepared, callbacks: Sequence[EpochCallback] = (), verbose: int = 0) -> TrainResult:

@@ -46,6 +46,7 @@ EXTRA = {
     "scurve-200": rows_case(synthetic.scurve, 200, 0.01, {"ae": 0.05, "vae": 0.20}, 1, "scurve"),
     "two_gaussians-300": rows_case(synthetic.two_gaussians, 300, 1.0, {"ae": 0.50, "vae": 1.00}, 1, "two_gaussians"),
     "curve3d-10000": rows_case(synthetic.curve3d, 10000, 0.1, {"ae": 0.30, "vae": 1.00}, 2, "curve3d"),
+    "curve3d-20000": rows_case(synthetic.curve3d, 20000, 0.1, {"ae": 0.30, "vae": 1.00}, 2, "curve3d"),
     "digits-300-2": digits_rows(300, 2, {"ae": 0.60, "vae": 0.85}),
     "digits-300-10": digits_rows(300, 10, {"ae": 0.50}),
     "digits-2ae": bq.digits_case(2, {"ae": 0.60}),

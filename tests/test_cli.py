@@ -90,7 +90,7 @@ def test_train_command_in_a_real_process_logs_through_the_tracking_worker(tracki
     params = run.data.params
     assert run.data.tags["model"] == "sparse" and run.info.status == "FINISHED"
     assert params["epochs"] == "2" and params["latent_dim_used"] == "2"
-    sizes = resolve_sizes(ModelConfig(), int(params["n_train"]), 2)
+    sizes = resolve_sizes(ModelConfig(), int(params["n_train"]))
     assert params["hidden"] == params["batch_size"] == "auto"
     assert (params["hidden_used"], params["batch_size_used"], params["epochs_used"]) == (
         ",".join(map(str, sizes.hidden)), str(sizes.batch_size), "2")

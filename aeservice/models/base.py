@@ -50,7 +50,7 @@ class Autoencoder(ABC):
             verbose: int = 0) -> "Autoencoder":
         self.n_features_ = int(x_train.shape[1])
         self.latent_dim_ = resolve_latent_dim(self.config, self.n_features_)
-        self.sizes_: Sizes = resolve_sizes(self.config, len(x_train), self.n_features_)
+        self.sizes_: Sizes = resolve_sizes(self.config, len(x_train))
         self.scaler_: Scaler = scaler_for(self.data_kind).fit(x_train)
         self.history_: dict[str, list[float]] = {}
         self._fit(self.scaler_.transform(x_train), self.scaler_.transform(x_val), list(callbacks), verbose)
