@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 import click
 
+from aeservice import sizes
 from aeservice.config import MODEL_KINDS, DataConfig, ModelConfig, TrainConfig, parse_hidden
 from aeservice.errors import UserError
 from aeservice.progress import progress_printer
@@ -24,6 +25,7 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 _DEFAULT_MODEL = ModelConfig()
 _PHASES = ("imports", "data", "fit", "tracking in fit", "tracking", "plots", "model logging", "waiting for tracking")
 _DEFAULT_DATA = DataConfig()
+_AUTO_SIZES = sizes.describe()  # how aeservice.sizes chooses what is left at auto, for --help
 
 
 class _OrAuto(click.ParamType):
@@ -63,11 +65,14 @@ def _option_list() -> list[Callable]:
                      help="Built-in set (see `aeservice datasets`) or a path to .csv, .npy or .npz."),
         click.option("--latent-dim", type=_OrAuto(integer=True), default=None,
                      help="Size of the code. [default: auto = 2, or the feature count if smaller]"),
-        click.option("--hidden", default=",".join(map(str, m.hidden)), show_default=True,
-                     help="Hidden layer widths of the encoder, comma-separated; the decoder mirrors them."),
-        click.option("--epochs", type=float, default=m.epochs, show_default=True,
-                     help="Most epochs to train (early stopping usually ends sooner)."),
-        click.option("--batch-size", type=float, default=m.batch_size, show_default=True),
+        click.option("--hidden", default="auto",
+                     help="Hidden layer widths of the encoder, comma-separated; the decoder mirrors them. "
+                          "[default: auto = " + _AUTO_SIZES["hidden"] + "]"),
+        click.option("--epochs", type=_OrAuto(integer=True), default=None,
+                     help="Most epochs to train (early stopping usually ends sooner). "
+                          "[default: auto = " + _AUTO_SIZES["epochs"] + "]"),
+        click.option("--batch-size", type=_OrAuto(integer=True), default=None,
+                     help="Rows per gradient step. [default: auto = " + _AUTO_SIZES["batch_size"] + "]"),
         click.option("--learning-rate", type=float, default=m.learning_rate, show_default=True, help="Adam step size."),
         click.option("--beta", type=float, default=m.beta, show_default=True,
                      help="VAE: weight of the KL term (1 = the true ELBO)."),
@@ -110,7 +115,7 @@ def config_from_options(options: dict[str, Any]) -> TrainConfig:
     o = options
     model = ModelConfig(
         model=o["model"], latent_dim=o["latent_dim"], hidden=parse_hidden(o["hidden"]),
-        epochs=_whole(o["epochs"], "epochs"), batch_size=_whole(o["batch_size"], "batch_size"),
+        epochs=o["epochs"], batch_size=o["batch_size"],
         learning_rate=o["learning_rate"], beta=o["beta"], kl_warmup=_whole(o["kl_warmup"], "kl_warmup"), l1=o["l1"], sparsity_weight=o["sparsity_weight"],
         sparsity_target=o["sparsity_target"], weight_decay=o["weight_decay"],
         patience=_whole(o["patience"], "patience"), seed=_whole(o["seed"], "seed"),
@@ -186,13 +191,19 @@ def train(quiet: bool, **options: Any) -> None:
     config = config_from_options(options)
     from aeservice.tracking import worker
 
-    def announce(prepared) -> None:
-        d = prepared.dataset
-        click.echo(f"training {config.model.model} on {d.name} ({len(d.x)} rows x {d.n_features} features, "
-                   f"{d.kind})", err=True)
+    callbacks: list = []  # the progress printer joins once the data says how many epochs at most
 
-    epochs = 1 if config.model.model == "pca" else config.model.epochs  # PCA fits in one step
-    callbacks = [] if quiet else [progress_printer(epochs)]
+    def announce(prepared) -> None:
+        from aeservice.training import prepared_sizes
+
+        d, sizes = prepared.dataset, prepared_sizes(prepared)
+        net = "" if config.model.model == "pca" else (
+            f"; hidden {','.join(map(str, sizes.hidden)) or 'none'}, batch {sizes.batch_size}, "
+            f"at most {sizes.epochs} epochs")
+        click.echo(f"training {config.model.model} on {d.name} ({len(d.x)} rows x {d.n_features} features, "
+                   f"{d.kind}){net}", err=True)
+        if not quiet:
+            callbacks.append(progress_printer(1 if config.model.model == "pca" else sizes.epochs))  # PCA: one step
     peak, worker_time = "", ""
     if worker.available():  # MLflow in a second process, on the other core
         run_id, _, result, tracker = worker.train_in_parallel(config, callbacks, announce)
@@ -349,8 +360,7 @@ def tune(ctx: click.Context, n_trials: float, timeout: float, storage: str, stud
     """
     fixed = tuple(name for name in _SEARCHABLE
                   if ctx.get_parameter_source(name) in _GIVEN and not _auto(options[name]))
-    defaults = {"hidden": ",".join(map(str, _DEFAULT_MODEL.hidden)),
-                **{name: getattr(_DEFAULT_MODEL, name) for name in _SEARCHABLE if name != "hidden"}}
+    defaults = {name: getattr(_DEFAULT_MODEL, name) for name in _SEARCHABLE}
     for name in _SEARCHABLE:  # searched: the value only has to be valid, the trial sets it
         if name not in fixed and name != "latent_dim":
             options[name] = defaults[name]

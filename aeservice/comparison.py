@@ -120,6 +120,11 @@ def _latent(params: dict[str, str]) -> int | None:
     return None
 
 
+def _used(params: dict[str, str], name: str) -> str | None:
+    """What the run trained with: `hidden_used` over `hidden` when the config said auto."""
+    return params.get(f"{name}_used", params.get(name))
+
+
 def _row(run: Run) -> Row:
     params, metrics, kind = run.data.params, run.data.metrics, run.data.tags["model"]
     used = KIND_PARAMS.get(kind, PARAMS)
@@ -128,7 +133,7 @@ def _row(run: Run) -> Row:
         "dataset": _dataset_of(run),
         "latent_dim": _latent(params),
         **{name: metrics.get(name) for name in METRICS},
-        **{name: params.get(name) if name in used else None for name in PARAMS},
+        **{name: _used(params, name) if name in used else None for name in PARAMS},
         "run_id": run.info.run_id,
     }
 

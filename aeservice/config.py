@@ -33,9 +33,12 @@ class DataConfig:
 class ModelConfig:
     model: str = "vae"  # the kind users came for; every kind shares this config
     latent_dim: int | None = None  # None: 2 (plottable), or the feature count if that is smaller
-    hidden: tuple[int, ...] = (256, 128)  # decoder mirrors it; wide enough for 8x8 digits
-    epochs: int = 500  # an upper bound: early stopping ends sooner (benchmark fits: 50-500 epochs)
-    batch_size: int = 64  # small batches generalise better on the few thousand rows we see
+    # hidden, epochs and batch_size: None (auto) is chosen by aeservice.sizes.resolve_sizes from
+    # the training rows, so a million rows do not take 64-row steps for 500 epochs and 200 rows
+    # get smaller batches (README, Quality, has the measurements).
+    hidden: tuple[int, ...] | None = None  # encoder widths, the decoder mirrors them; auto: 256,128
+    epochs: int | None = None  # an upper bound: early stopping ends sooner (benchmark fits: 50-500)
+    batch_size: int | None = None  # rows per gradient step
     learning_rate: float = 1e-3  # Adam's default; stable for every kind here
     beta: float = 1.0  # KL weight; 1 is the true ELBO (0.5 narrowed normal1d samples to std 7.6)
     kl_warmup: int = 20  # epochs of linear KL ramp (capped at epochs/2): escape posterior collapse
@@ -91,8 +94,8 @@ class TrainConfig:
         if m.latent_dim is not None and m.latent_dim < 1:
             raise UserError(f"latent_dim must be at least 1, got {m.latent_dim}")
         checks = [
-            (m.epochs >= 1, f"epochs must be at least 1, got {m.epochs}"),
-            (m.batch_size >= 1, f"batch_size must be at least 1, got {m.batch_size}"),
+            (m.epochs is None or m.epochs >= 1, f"epochs must be at least 1, got {m.epochs}"),
+            (m.batch_size is None or m.batch_size >= 1, f"batch_size must be at least 1, got {m.batch_size}"),
             (m.learning_rate > 0, f"learning_rate must be positive, got {m.learning_rate}"),
             (m.beta >= 0, f"beta must be non-negative, got {m.beta}"),
             (m.kl_warmup >= 0, f"kl_warmup must be non-negative, got {m.kl_warmup}"),
@@ -101,7 +104,7 @@ class TrainConfig:
             (0 < m.sparsity_target < 1, f"sparsity_target must be in (0, 1), got {m.sparsity_target}"),
             (m.weight_decay >= 0, f"weight_decay must be non-negative, got {m.weight_decay}"),
             (m.patience >= 0, f"patience must be non-negative, got {m.patience}"),
-            (all(h >= 1 for h in m.hidden), f"hidden layer sizes must be positive, got {m.hidden}"),
+            (m.hidden is None or all(h >= 1 for h in m.hidden), f"hidden layer sizes must be positive, got {m.hidden}"),
         ]
         d = self.data
         checks += [
@@ -123,10 +126,12 @@ def _from_text(name: str, hint: Any, value: Any) -> Any:
     args = typing.get_args(hint)
     optional = type(None) in args
     base = next((a for a in args if a is not type(None)), hint) if optional else hint
-    if value is None or (optional and str(value).strip().lower() in ("auto", "none", "")):
+    if value is None:
         return None
-    if typing.get_origin(base) is tuple:
+    if typing.get_origin(base) is tuple:  # hidden: "auto" is None, "none" the empty net ()
         return parse_hidden(value if isinstance(value, (tuple, list)) else str(value))
+    if optional and str(value).strip().lower() in ("auto", "none", ""):
+        return None
     text = str(value).strip()
     try:
         if base is int:
@@ -142,11 +147,16 @@ def _from_text(name: str, hint: Any, value: Any) -> Any:
     return text
 
 
-def parse_hidden(text: str | tuple[int, ...] | list[int]) -> tuple[int, ...]:
-    """'256,128' -> (256, 128); '' or 'none' -> () for a single-layer (linear-ish) net."""
+def parse_hidden(text: str | tuple[int, ...] | list[int] | None) -> tuple[int, ...] | None:
+    """'256,128' -> (256, 128); 'auto' -> None (chosen from the data); '' or 'none' -> () for a
+    single-layer (linear-ish) net."""
+    if text is None:
+        return None
     if isinstance(text, (tuple, list)):
         return tuple(int(v) for v in text)
     text = text.strip()
+    if text.lower() == "auto":
+        return None
     if text.lower() in ("", "none"):
         return ()
     try:

@@ -5,7 +5,7 @@ Listeners passed as `callbacks` hear every epoch (MLflow logging, Optuna pruning
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -13,8 +13,9 @@ from aeservice.config import TrainConfig
 from aeservice.data import Dataset, Split, load_dataset, split_dataset
 from aeservice.errors import UserError
 from aeservice.models import Autoencoder, EpochCallback, build_model, resolve_latent_dim
+from aeservice.sizes import Sizes, resolve_sizes
 
-__all__ = ["Prepared", "TrainResult", "prepare", "fit_and_evaluate", "fit_rows", "evaluate"]
+__all__ = ["Prepared", "TrainResult", "prepare", "prepared_sizes", "used_params", "fit_and_evaluate", "fit_rows", "evaluate"]
 
 
 @dataclass
@@ -43,6 +44,21 @@ def prepare(config: TrainConfig, dataset: Dataset | None = None) -> Prepared:
         raise UserError(f"pca latent_dim must be at most the feature count ({data.n_features}) "
                         f"for data set {data.name}, got {latent}")
     return Prepared(config, data, split)
+
+
+def prepared_sizes(prepared: Prepared) -> Sizes:
+    """Width, epoch cap and batch the model will resolve on these training rows (before it fits)."""
+    return resolve_sizes(prepared.config.model, len(prepared.split.train))
+
+
+def used_params(model: Autoencoder) -> dict[str, Any]:
+    """The sizes the model resolved from the data (the config may say "auto"), as run params."""
+    used: dict[str, Any] = {"latent_dim_used": model.latent_dim_}
+    if model.kind != "pca":  # PCA has no net, epochs or batches
+        sizes = model.sizes_
+        used.update(hidden_used=",".join(map(str, sizes.hidden)) or "none", epochs_used=sizes.epochs,
+                    batch_size_used=sizes.batch_size)
+    return used
 
 
 def fit_and_evaluate(prepared: Prepared, callbacks: Sequence[EpochCallback] = (), verbose: int = 0) -> TrainResult:

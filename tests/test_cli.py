@@ -9,6 +9,8 @@ from click.testing import CliRunner
 from conftest import BIN, REPO, subprocess_env
 
 from aeservice.cli import main
+from aeservice.config import ModelConfig
+from aeservice.sizes import resolve_sizes
 
 FAST = ["--epochs", "2", "--hidden", "16", "--patience", "0", "--experiment", "cli"]
 
@@ -78,13 +80,21 @@ def _train_process(tracking_uri, cwd, *args, env=None):
 
 
 def test_train_command_in_a_real_process_logs_through_the_tracking_worker(tracking_uri, tmp_path):
-    proc = _train_process(tracking_uri, tmp_path, "--model", "sparse", "--dataset", "scurve", *FAST)
+    # hidden and batch size left at auto: chosen from the rows, said on stderr and logged as *_used
+    proc = _train_process(tracking_uri, tmp_path, "--model", "sparse", "--dataset", "scurve", "--epochs", "2",
+                          "--patience", "0", "--experiment", "cli")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "epoch 2/2" in proc.stderr and "test_mse" in proc.stdout
     assert "tracking worker time" in proc.stderr  # the forked worker logged this run
     [run] = mlflow.search_runs(experiment_names=["cli"], output_format="list")
+    params = run.data.params
     assert run.data.tags["model"] == "sparse" and run.info.status == "FINISHED"
-    assert run.data.params["epochs"] == "2" and run.data.params["latent_dim_used"] == "2"
+    assert params["epochs"] == "2" and params["latent_dim_used"] == "2"
+    sizes = resolve_sizes(ModelConfig(), int(params["n_train"]))
+    assert params["hidden"] == params["batch_size"] == "auto"
+    assert (params["hidden_used"], params["batch_size_used"], params["epochs_used"]) == (
+        ",".join(map(str, sizes.hidden)), str(sizes.batch_size), "2")
+    assert f"hidden {params['hidden_used']}, batch {sizes.batch_size}, at most 2 epochs" in proc.stderr
     assert {"val_mse", "test_mse", "explained_variance"} <= set(run.data.metrics)
     client = mlflow.MlflowClient()
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == [0, 1]

@@ -225,6 +225,7 @@ def test_from_flat_round_trip(store):
     assert TrainConfig.from_flat(config.flatten()) == config
     assert TrainConfig.from_flat(TrainConfig().flatten()) == TrainConfig()  # the "auto" (None) values
     assert TrainConfig.from_flat({"epochs": "150.0", "hidden": "none"}).model == ModelConfig(epochs=150, hidden=())
+    assert TrainConfig.from_flat({"hidden": "auto", "batch_size": "auto"}).model == ModelConfig(hidden=None)
     for run_id, used in store.items():  # what MLflow gives back
         assert TrainConfig.from_flat(mlflow.get_run(run_id).data.params) == used
     with pytest.raises(UserError, match="parameter epochs must be a whole number, got '2.5'"):

@@ -10,6 +10,7 @@ from aeservice.config import MODEL_KINDS, DataConfig, ModelConfig, TrainConfig
 from aeservice.errors import UserError
 from aeservice.models import MODELS, keras_base, load_model
 from aeservice.models.fused import compile_options, fuse_epochs
+from aeservice.sizes import Sizes, resolve_sizes
 from aeservice.training import fit_and_evaluate, prepare
 
 
@@ -149,3 +150,28 @@ def test_a_large_epoch_is_stacked_in_pieces_with_the_same_result(monkeypatch):
     pieces = fit_and_evaluate(prepare(cfg)).model.history_
     for key in whole:
         np.testing.assert_allclose(pieces[key], whole[key], rtol=1e-5, err_msg=key)
+
+
+def test_sizes_left_at_auto_scale_with_the_training_rows():
+    """Issue 6: epoch cap and batch follow the rows; the benchmark's digits keep the sizes they
+    were measured with. The width does not: narrower (few rows) and wider (many) measured no
+    better (README, Quality)."""
+    few, digits, many = (resolve_sizes(ModelConfig(), n) for n in (200, 1221, 100_000))
+    assert digits == Sizes((256, 128), 500, 64)
+    assert few.batch_size < digits.batch_size < many.batch_size
+    assert few.hidden == digits.hidden == many.hidden
+    assert many.epochs < digits.epochs  # a fixed budget of steps, not 500 passes over 100k rows
+
+
+def test_explicit_sizes_win_over_the_rows():
+    assert resolve_sizes(ModelConfig(hidden=(8,), epochs=3, batch_size=7), 100_000) == Sizes((8,), 3, 7)
+    assert resolve_sizes(ModelConfig(hidden=()), 100_000).hidden == ()  # "none": no hidden layer
+
+
+def test_a_model_keeps_the_sizes_it_resolved_through_save_and_load(tmp_path):
+    prepared = prepare(small_config("ae", hidden=None, batch_size=None))
+    model = fit_and_evaluate(prepared).model
+    assert model.sizes_ == resolve_sizes(prepared.config.model, len(prepared.split.train))
+    assert model.sizes_.hidden == (256, 128) and model.sizes_.epochs == 3  # epochs given: it wins
+    assert [layer.units for layer in model.encoder_.layers[1:]] == [256, 128, 2]
+    assert load_model(model.save(tmp_path / "m")).sizes_ == model.sizes_

@@ -5,6 +5,7 @@ on scaled data. Learned state ends in `_` and `fit` returns self, as in scikit-l
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -15,6 +16,7 @@ import numpy as np
 from aeservice.config import ModelConfig
 from aeservice.data.preprocess import Scaler, scaler_for, scaler_from_state
 from aeservice.errors import UserError
+from aeservice.sizes import Sizes, resolve_sizes
 
 __all__ = ["Autoencoder", "EpochCallback", "resolve_latent_dim"]
 
@@ -26,6 +28,14 @@ EpochCallback = Callable[[int, dict], None]
 def resolve_latent_dim(config: ModelConfig, n_features: int) -> int:
     """The default is 2 (plottable) or the feature count when the data has fewer features."""
     return config.latent_dim if config.latent_dim is not None else min(2, n_features)
+
+
+def _sizes_from(meta: dict, config: ModelConfig) -> Sizes:
+    """Saved sizes; models saved before sizes were resolved had them all in the config."""
+    if "sizes" in meta:
+        saved = meta["sizes"]
+        return Sizes(tuple(saved["hidden"]), int(saved["epochs"]), int(saved["batch_size"]))
+    return Sizes(tuple(config.hidden or ()), config.epochs or 0, config.batch_size or 0)
 
 
 class Autoencoder(ABC):
@@ -40,6 +50,7 @@ class Autoencoder(ABC):
             verbose: int = 0) -> "Autoencoder":
         self.n_features_ = int(x_train.shape[1])
         self.latent_dim_ = resolve_latent_dim(self.config, self.n_features_)
+        self.sizes_: Sizes = resolve_sizes(self.config, len(x_train))
         self.scaler_: Scaler = scaler_for(self.data_kind).fit(x_train)
         self.history_: dict[str, list[float]] = {}
         self._fit(self.scaler_.transform(x_train), self.scaler_.transform(x_val), list(callbacks), verbose)
@@ -78,10 +89,12 @@ class Autoencoder(ABC):
         path.mkdir(parents=True, exist_ok=True)
         meta = {
             "kind": self.kind,
-            "config": {**self.config.__dict__, "hidden": list(self.config.hidden)},
+            "config": {**self.config.__dict__,
+                       "hidden": None if self.config.hidden is None else list(self.config.hidden)},
             "data_kind": self.data_kind,
             "n_features": self.n_features_,
             "latent_dim": self.latent_dim_,
+            "sizes": dataclasses.asdict(self.sizes_),  # what auto resolved to, for the logged params
             "scaler": self.scaler_.name,
         }
         (path / "meta.json").write_text(json.dumps(meta, indent=2))
@@ -93,9 +106,11 @@ class Autoencoder(ABC):
     def load(cls, path: str | Path) -> "Autoencoder":
         path = Path(path)
         meta = json.loads((path / "meta.json").read_text())
-        config = ModelConfig(**{**meta["config"], "hidden": tuple(meta["config"]["hidden"])})
+        hidden = meta["config"].get("hidden")
+        config = ModelConfig(**{**meta["config"], "hidden": None if hidden is None else tuple(hidden)})
         model = cls(config, meta["data_kind"])
         model.n_features_, model.latent_dim_ = meta["n_features"], meta["latent_dim"]
+        model.sizes_ = _sizes_from(meta, config)
         with np.load(path / "state.npz", allow_pickle=False) as state:
             arrays = {k: state[k] for k in state.files}
         model.scaler_ = scaler_from_state(meta["scaler"], arrays)

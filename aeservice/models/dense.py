@@ -21,7 +21,7 @@ class DenseAutoencoder(KerasAutoencoder):
     def _build_encoder(self) -> keras.Model:
         c = self.config
         x = keras.Input((self.n_features_,), name="x")
-        h = dense_stack(x, c.hidden, HIDDEN_ACTIVATION, c.weight_decay, "enc", c.seed)
+        h = dense_stack(x, self.sizes_.hidden, HIDDEN_ACTIVATION, c.weight_decay, "enc", c.seed)
         z = dense(self.latent_dim_, "code", c.seed, self.code_activation, c.weight_decay)(h)
         return keras.Model(x, z, name="encoder")
 

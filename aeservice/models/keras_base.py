@@ -23,7 +23,8 @@ __all__ = ["KerasAutoencoder", "DivergedError", "HIDDEN_ACTIVATION", "dense_stac
 
 # Hidden layers. ELU was measured too (scripts/benchmark_quality.py): digits AE test MSE / PCA's
 # 0.53 at latent 10 against ReLU's 0.58, but on the 1-D curves it stayed near-linear (scurve AE
-# 0.21 against 0.035, two_gaussians 1.00 against 0.42), so ReLU it is.
+# 0.21 against 0.035, two_gaussians 1.00 against 0.42), so ReLU it is. GELU (0.52 at latent 10)
+# did the same to the curves, even in the encoder only (README, Quality).
 HIDDEN_ACTIVATION = "relu"
 
 
@@ -111,7 +112,7 @@ class KerasAutoencoder(Autoencoder):
     def _build_decoder(self) -> keras.Model:
         c = self.config
         z = keras.Input((self.latent_dim_,), name="z")
-        h = dense_stack(z, tuple(reversed(c.hidden)), HIDDEN_ACTIVATION, c.weight_decay, "dec", c.seed)
+        h = dense_stack(z, tuple(reversed(self.sizes_.hidden)), HIDDEN_ACTIVATION, c.weight_decay, "dec", c.seed)
         out = dense(self.n_features_, "dec_out", c.seed, self._output_activation(), c.weight_decay)(h)
         return keras.Model(z, out, name="decoder")
 
@@ -125,7 +126,7 @@ class KerasAutoencoder(Autoencoder):
         keras.utils.set_random_seed(c.seed)
         model, losses, weights = self._build()
         xt, xv = x_train.astype("float32"), x_val.astype("float32")
-        batch_size = min(c.batch_size, len(xt))
+        batch_size = min(self.sizes_.batch_size, len(xt))
         model.compile(optimizer=keras.optimizers.Adam(c.learning_rate), loss=losses, loss_weights=weights,
                       **compile_options(len(xt), batch_size))
         targets = {name: (xt if name == "recon" else np.zeros((len(xt), 1), "float32")) for name in losses}
@@ -142,8 +143,8 @@ class KerasAutoencoder(Autoencoder):
             keras_callbacks.append(keras.callbacks.EarlyStopping(
                 monitor=_MONITOR, mode="min", patience=c.patience, restore_best_weights=True,
                 start_from_epoch=self._monitor_from_epoch()))
-        model.fit(xt, targets, validation_data=None if fused_validation else (xv, val_targets), epochs=c.epochs,
-                  batch_size=batch_size, validation_batch_size=val_batch,
+        model.fit(xt, targets, validation_data=None if fused_validation else (xv, val_targets),
+                  epochs=self.sizes_.epochs, batch_size=batch_size, validation_batch_size=val_batch,
                   shuffle=True, verbose=verbose, callbacks=keras_callbacks)
         bad = [i for i, v in enumerate(self.history_.get("loss", [])) if not math.isfinite(v)]
         if bad:

@@ -19,7 +19,7 @@ class VariationalAutoencoder(KerasAutoencoder):
     val_smoothing = 0.7  # its validation loss is a one-sample ELBO estimate: noisy
 
     def _warmup_epochs(self) -> int:
-        return min(self.config.kl_warmup, self.config.epochs // 2)
+        return min(self.config.kl_warmup, self.sizes_.epochs // 2)
 
     def _schedule_callbacks(self):
         warmup, target = self._warmup_epochs(), self._kl_weight
@@ -39,7 +39,7 @@ class VariationalAutoencoder(KerasAutoencoder):
     def _build(self):
         c = self.config
         x = keras.Input((self.n_features_,), name="x")
-        h = dense_stack(x, c.hidden, HIDDEN_ACTIVATION, c.weight_decay, "enc", c.seed)
+        h = dense_stack(x, self.sizes_.hidden, HIDDEN_ACTIVATION, c.weight_decay, "enc", c.seed)
         mean = dense(self.latent_dim_, "z_mean", c.seed)(h)
         log_var = dense(self.latent_dim_, "z_log_var", c.seed)(h)
         self.encoder_ = keras.Model(x, [mean, log_var], name="encoder")

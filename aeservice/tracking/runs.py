@@ -13,7 +13,7 @@ import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import keras
 import mlflow
@@ -26,10 +26,11 @@ from aeservice.models import Autoencoder, EpochCallback
 from aeservice.serving import PYFUNC_FILE
 from aeservice.serving.methods import DEFAULT_SAMPLES
 from aeservice.timing import phase
-from aeservice.training import Prepared, TrainResult, fit_and_evaluate
+from aeservice.training import Prepared, TrainResult, fit_and_evaluate, used_params
 
 __all__ = ["train_run", "mlflow_run", "EpochMetrics", "log_model", "log_new_params", "log_setup", "log_results",
-           "log_scores", "log_plots", "model_example", "warm_up_model_logging", "run_tags", "run_name", "SIGNATURE", "MODEL_ARTIFACT"]
+           "log_scores", "log_plots", "model_example", "warm_up_model_logging", "run_tags", "run_name", "SIGNATURE",
+           "MODEL_ARTIFACT"]
 
 MODEL_ARTIFACT = "model"  # runs:/<id>/model
 
@@ -213,7 +214,7 @@ def log_setup(prepared: Prepared) -> None:
 
 def log_results(prepared: Prepared, result: TrainResult, log_artifacts: bool = True) -> None:
     """What a run records after training: final metrics, plots and the pyfunc model."""
-    log_scores(result.metrics, result.model.latent_dim_)
+    log_scores(result.metrics, used_params(result.model))
     if log_artifacts:
         from aeservice.tracking.plots import write_figures  # matplotlib: here, not in the tracking worker
 
@@ -226,11 +227,11 @@ def log_results(prepared: Prepared, result: TrainResult, log_artifacts: bool = T
             log_model(result.model, model_example(prepared))
 
 
-def log_scores(metrics: dict[str, float], latent_dim: int) -> None:
-    """The final metrics, and the latent size the model ended with."""
+def log_scores(metrics: dict[str, float], used: dict[str, Any]) -> None:
+    """The final metrics, and the sizes the model resolved (`training.used_params`)."""
     with phase("tracking"):
         mlflow.log_metrics(metrics)
-        mlflow.log_param("latent_dim_used", latent_dim)
+        mlflow.log_params(used)
 
 
 def log_plots(folder: Path) -> None:

@@ -65,10 +65,11 @@ class TrackingWorker:
         """Hand over the trained model, draw the figures meanwhile, and wait until everything is
         logged; returns the run id. The worker logs the model while this process draws."""
         from aeservice.tracking.plots import write_figures
+        from aeservice.training import used_params
 
         with tempfile.TemporaryDirectory(prefix="aeservice-") as tmp:
             model_dir = result.model.save(Path(tmp) / "autoencoder")
-            self._send(("result", result.metrics, result.model.latent_dim_, str(model_dir)))
+            self._send(("result", result.metrics, used_params(result.model), str(model_dir)))
             with phase("plots"):
                 plots = write_figures(result.model, result.history, prepared.dataset, prepared.split,
                                       prepared.config.model.seed, Path(tmp))
@@ -191,10 +192,10 @@ def _serve(conn, config: TrainConfig) -> None:
                         epochs.flush()  # the curve up to the failure
                         raise KeyboardInterrupt if message[1] == "KILLED" else _Abort()
                     elif message[0] == "result":  # what train_run's log_results logs, in two parts
-                        _, metrics, latent_dim, model_dir = message
+                        _, metrics, used, model_dir = message
                         with phase("tracking"):
                             epochs.flush()
-                        log_scores(metrics, latent_dim)
+                        log_scores(metrics, used)
                         with phase("model logging"):
                             log_model(Path(model_dir), model_example(prepared))
                     elif message[0] == "plots":

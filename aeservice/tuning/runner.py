@@ -13,7 +13,7 @@ import optuna
 from aeservice.config import TrainConfig
 from aeservice.errors import UserError
 from aeservice.tracking import log_new_params, mlflow_run
-from aeservice.training import prepare
+from aeservice.training import prepare, prepared_sizes
 from aeservice.tuning.interrupt import GracefulInterrupt
 from aeservice.tuning.objective import RUN_ID_ATTR, TrialObjective, objective_spec
 from aeservice.tuning.report import log_summary, mark_best, progress_printer
@@ -93,16 +93,17 @@ def _tune(prepared, space, spec, settings: TuneSettings, storage_url: str, study
           progress: bool, nested: bool = False) -> TuneResult:
     config, kind = prepared.config, prepared.config.model.model
     storage = open_storage(storage_url, settings.heartbeat_interval, max_retry=settings.max_retry)
+    sizes = prepared_sizes(prepared)  # epochs "auto": what each trial's model will resolve
     warmup = settings.prune_warmup_epochs
     if warmup is None:  # a few epochs for every trial to get going; epochs/10 (the old rule) pruned later
-        warmup = max(5, config.model.epochs // 30)  # for no better best (scripts/bench_tuning.py, README)
-    pruner = make_pruner(settings.pruner, config.model.epochs, settings.prune_startup_trials, warmup)
+        warmup = max(5, sizes.epochs // 30)  # for no better best (scripts/bench_tuning.py, README)
+    pruner = make_pruner(settings.pruner, sizes.epochs, settings.prune_startup_trials, warmup)
     study = open_study(study_name, storage, spec.direction, make_sampler(config.model.seed), pruner,
                        {"model": kind, "dataset": prepared.dataset.name, "objective": spec.name})
     shown = redact(storage_url)
     done = len(study.get_trials(deepcopy=False))
     if not done:  # a new study starts from the given settings: tuning never ends worse than train
-        study.enqueue_trial(default_params(config, space), skip_if_exists=True)
+        study.enqueue_trial(default_params(config, space, sizes.hidden), skip_if_exists=True)
     if progress:
         print(f"study {study_name} in {shown}: " + (f"resuming, {done} trials so far" if done else "new"),
               file=sys.stderr, flush=True)

@@ -139,14 +139,17 @@ def suggest(trial, space: Mapping[str, Param]) -> dict[str, Any]:
     return {name: param.suggest(trial) for name, param in space.items()}
 
 
-def default_params(config: TrainConfig, space: Mapping[str, Param]) -> dict[str, Any]:
+def default_params(config: TrainConfig, space: Mapping[str, Param],
+                   auto_hidden: tuple[int, ...] = ()) -> dict[str, Any]:
     """The config's own values as a first trial, clipped into the searched ranges.
 
     Enqueued as trial 0 of a new study, so a small budget never ends worse than `train` with the
     same settings (5 random-ish TPE start-up trials can all land far from good defaults).
+    `auto_hidden` is what hidden "auto" resolves to on the study's data.
     """
     m = config.model
-    own = {"hidden_width": m.hidden[0] if m.hidden else None, "hidden_depth": len(m.hidden) or None,
+    hidden = m.hidden if m.hidden is not None else auto_hidden
+    own = {"hidden_width": hidden[0] if hidden else None, "hidden_depth": len(hidden) or None,
            **{name: getattr(m, name, None) for name in space if name not in ("hidden_width", "hidden_depth")}}
     values: dict[str, Any] = {}
     for name, param in space.items():
@@ -162,8 +165,9 @@ def apply_params(config: TrainConfig, values: Mapping[str, Any]) -> TrainConfig:
     """A copy of `config` with searched values put in; hidden widths halve layer by layer."""
     changes = {k: v for k, v in values.items() if k not in ("hidden_width", "hidden_depth")}
     if "hidden_width" in values or "hidden_depth" in values:
-        width = int(values.get("hidden_width", config.model.hidden[0] if config.model.hidden else 64))
-        depth = int(values.get("hidden_depth", len(config.model.hidden) or 1))
+        given = config.model.hidden if config.model.hidden is not None else (64, 32)  # auto: two layers
+        width = int(values.get("hidden_width", given[0] if given else 64))
+        depth = int(values.get("hidden_depth", len(given) or 1))
         changes["hidden"] = tuple(max(4, width >> i) for i in range(depth))
     model = dataclasses.replace(config.model, **changes)
     return dataclasses.replace(config, model=model)
