@@ -5,9 +5,10 @@ before the first epoch; logging the run's params, plots and model took ~1.5 s mo
 forks a worker before Keras is imported (forking a process that runs JAX or TensorFlow threads
 is unsafe); while this process imports Keras and trains, the worker imports MLflow, opens the
 store and, once the data has loaded here, starts the run and logs its settings. Epoch metrics
-stream to it over a pipe. At the end this process saves the model; the worker logs the final
-metrics and the pyfunc model while this process draws the figures, then logs those, with the very
-functions `train_run`'s `log_results` uses; it ends the run and answers with the run id. Where forking is not possible, `train_run` does it all in-process.
+stream to it over a pipe and are written in batches. At the end this process saves the model;
+the worker logs the final metrics and the pyfunc model while this process draws the figures,
+then logs those, with the very functions `train_run`'s `log_results` uses; it ends the run and
+answers with the run id. Where forking is not possible, `train_run` does it all in-process.
 
 The worker is told not to start a run until the data has loaded, so bad input leaves no run.
 """
