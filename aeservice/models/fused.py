@@ -61,7 +61,12 @@ def fuse_epochs(model: keras.Model, validation: tuple[Any, Any] | None = None) -
         logs, (_, non_trainable, _) = model.test_step((trainable, non_trainable, fresh), data)
         return logs, non_trainable
 
+    model.make_train_function()
+    keras_function = model.train_function  # for Keras versions that hand over a list of batches
+
     def train_function(state, iterator):
+        if not hasattr(iterator, "__next__"):
+            return keras_function(state, iterator)
         batches = []
         for _ in range(model.steps_per_execution):
             try:
