@@ -18,6 +18,7 @@ from typing import Any, Iterator, Sequence
 import keras
 import mlflow
 import numpy as np
+from mlflow.entities import Metric
 from mlflow.models import ModelSignature
 from mlflow.types.schema import ParamSchema, ParamSpec
 
@@ -87,8 +88,6 @@ class EpochMetrics:
 
     def __call__(self, epoch: int, logs: dict) -> None:
         with phase("tracking in fit"):
-            from mlflow.entities import Metric
-
             stamp = int(time.time() * 1000)
             self._rows += [Metric(key, float(value), stamp, epoch) for key, value in logs.items()]
             self._oldest = self._oldest or time.monotonic()
