@@ -12,7 +12,7 @@ from typing import Any, Callable
 import click
 
 from aeservice import sizes
-from aeservice.config import MODEL_KINDS, DataConfig, ModelConfig, TrainConfig, parse_hidden
+from aeservice.config import ACTIVATIONS, MODEL_KINDS, DataConfig, ModelConfig, TrainConfig, parse_hidden
 from aeservice.errors import UserError
 from aeservice.progress import progress_printer
 from aeservice.timing import phase, summary
@@ -68,6 +68,12 @@ def _option_list() -> list[Callable]:
         click.option("--hidden", default="auto",
                      help="Hidden layer widths of the encoder, comma-separated; the decoder mirrors them. "
                           "[default: auto = " + _AUTO_SIZES["hidden"] + "]"),
+        click.option("--activation", type=click.Choice(["auto", *ACTIVATIONS]), default="auto",
+                     help="Hidden-layer activation. [default: auto = " + _AUTO_SIZES["activation"] + "]"),
+        click.option("--input-noise", type=_OrAuto(integer=False), default=None,
+                     help="Std of the Gaussian noise added to training inputs, in scaled units "
+                          "(images: pixels in [0, 1]); 0 is none. [default: auto = "
+                          + _AUTO_SIZES["input_noise"] + "]"),
         click.option("--epochs", type=_OrAuto(integer=True), default=None,
                      help="Most epochs to train (early stopping usually ends sooner). "
                           "[default: auto = " + _AUTO_SIZES["epochs"] + "]"),
@@ -115,6 +121,7 @@ def config_from_options(options: dict[str, Any]) -> TrainConfig:
     o = options
     model = ModelConfig(
         model=o["model"], latent_dim=o["latent_dim"], hidden=parse_hidden(o["hidden"]),
+        activation=None if o["activation"] == "auto" else o["activation"], input_noise=o["input_noise"],
         epochs=o["epochs"], batch_size=o["batch_size"],
         learning_rate=o["learning_rate"], beta=o["beta"], kl_warmup=_whole(o["kl_warmup"], "kl_warmup"), l1=o["l1"], sparsity_weight=o["sparsity_weight"],
         sparsity_target=o["sparsity_target"], weight_decay=o["weight_decay"],
@@ -199,7 +206,8 @@ def train(quiet: bool, **options: Any) -> None:
         d, sizes = prepared.dataset, prepared_sizes(prepared)
         net = "" if config.model.model == "pca" else (
             f"; hidden {','.join(map(str, sizes.hidden)) or 'none'}, batch {sizes.batch_size}, "
-            f"at most {sizes.epochs} epochs")
+            f"at most {sizes.epochs} epochs; {sizes.activation}"
+            + (f", input noise {sizes.input_noise:g}" if sizes.input_noise else ""))
         click.echo(f"training {config.model.model} on {d.name} ({len(d.x)} rows x {d.n_features} features, "
                    f"{d.kind}){net}", err=True)
         if not quiet:

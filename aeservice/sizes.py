@@ -1,16 +1,20 @@
-"""Network width, epoch cap and batch size for a fit, when the user leaves them at auto.
+"""What a fit uses for each network setting the user leaves at auto.
 
-One rule for every data set (issue 6: "defaults ... that scale with the number of rows"): the
-figures behind each constant are in README, Quality, measured with scripts/sweep_quality.py.
+Width, epoch cap and batch size follow the training rows, one rule for every data set (issue 6:
+"defaults ... that scale with the number of rows"); the hidden activation and input noise follow
+the data kind. The figures behind each constant are in README, Quality, measured with
+scripts/sweep_quality.py and scripts/benchmark_quality.py.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from aeservice.config import ModelConfig
 
-__all__ = ["Sizes", "resolve_sizes", "describe"]
+__all__ = ["Sizes", "resolve_sizes", "fit_sizes", "unexplained_rms", "describe"]
 
 MIN_BATCH, MAX_BATCH = 16, 512  # a few rows per step at least; beyond 512 a step costs more than it gains
 BATCH_PER_SQRT_ROW = 2.0  # 64 for the benchmark's 850-1700 rows, 32 for 200, 256 for 8500
@@ -21,13 +25,29 @@ MIN_EPOCHS, MAX_EPOCHS = 50, 500  # early stopping ends most fits long before th
 # guards small data); 512,256 took 3x the time on 8500 and 17000 curve3d rows for AE 0.047x
 # against 0.054x and 0.049x against 0.048x (README, Quality). 256 is wide enough for 8x8 digits.
 HIDDEN = (256, 128)
+# Images (many correlated [0, 1] features): GELU hidden layers, and training inputs corrupted by
+# Gaussian noise (a denoising AE) at 0.7x the per-feature RMS that a PCA code of the same size
+# leaves unexplained: detail the code cannot carry anyway. Medians of seeds 0-2 on digits, AE test
+# MSE / PCA's at latent 2 / 10 / 32: relu 0.71x / 0.60x / 1.72x; gelu 0.64x / 0.52x / 1.30x; gelu
+# + noise 0.1 at every size 0.58x / 0.50x / 1.72x; gelu + scaled noise (0.16 / 0.10 / 0.035)
+# 0.57x / 0.50x / 1.31x. Continuous data keeps relu without noise: smooth activations start
+# near-linear and left the 1-D curves there (scurve AE 0.05x PCA against 0.02x, VAE 1.5x against
+# 0.19x). The VAE's own sampling is its noise.
+IMAGE_ACTIVATION, CONTINUOUS_ACTIVATION = "gelu", "relu"
+NOISE_PER_UNEXPLAINED = 0.7
+DENOISED_KINDS = ("ae", "sparse")
+ESTIMATE_ROWS = 5000  # rows the unexplained RMS is estimated on: enough for a stable covariance
 
 
 @dataclass(frozen=True)
 class Sizes:
+    """What one fit uses, with auto resolved (saved with the model, logged as *_used params)."""
+
     hidden: tuple[int, ...]
     epochs: int
     batch_size: int
+    activation: str = CONTINUOUS_ACTIVATION  # models saved before it was a setting used relu
+    input_noise: float = 0.0
 
 
 def _power_of_two(value: float, low: int, high: int) -> int:
@@ -35,24 +55,55 @@ def _power_of_two(value: float, low: int, high: int) -> int:
     return int(min(high, max(low, 2 ** round(math.log2(max(value, 1.0))))))
 
 
-def resolve_sizes(config: ModelConfig, n_rows: int) -> Sizes:
+def unexplained_rms(x: np.ndarray, latent: int, seed: int = 0) -> float:
+    """Per-feature RMS that the best linear code of `latent` numbers leaves out (PCA's residual),
+    estimated on at most ESTIMATE_ROWS rows."""
+    if len(x) > ESTIMATE_ROWS:
+        x = x[np.random.default_rng(seed).choice(len(x), ESTIMATE_ROWS, replace=False)]
+    centred = x - x.mean(axis=0)
+    eigenvalues = np.linalg.eigvalsh(centred.T @ centred / max(len(x) - 1, 1))  # ascending
+    trailing = eigenvalues[:max(len(eigenvalues) - latent, 0)]
+    return float(np.sqrt(max(float(trailing.sum()), 0.0) / x.shape[1]))
+
+
+def resolve_sizes(config: ModelConfig, n_rows: int, data_kind: str = "continuous",
+                  unexplained: float = 0.0) -> Sizes:
     """The config's sizes, with each one left at None (auto) chosen from the training rows.
 
     Batch: about 2 * sqrt(rows), so steps per epoch also grow like sqrt(rows): small data gets
     small batches (more, noisier steps: better on 200-300 rows), large data fewer steps per
     pass (30% less time on 8500 rows). Epochs: a cap of STEP_BUDGET steps, so a pass over a big
-    data set is not repeated 500 times. Width: 256,128 whatever the rows (see HIDDEN). Explicit
-    values always win.
+    data set is not repeated 500 times. Width: 256,128 whatever the rows (see HIDDEN).
+    Activation and input noise: by data kind (see IMAGE_ACTIVATION); the noise also scales with
+    `unexplained` (see `fit_sizes`). Explicit values always win.
     """
     batch = config.batch_size or _power_of_two(BATCH_PER_SQRT_ROW * math.sqrt(n_rows), MIN_BATCH, MAX_BATCH)
     steps = max(1, math.ceil(n_rows / min(batch, max(n_rows, 1))))
     epochs = config.epochs or int(min(MAX_EPOCHS, max(MIN_EPOCHS, math.ceil(STEP_BUDGET / steps))))
     hidden = tuple(config.hidden) if config.hidden is not None else HIDDEN
-    return Sizes(hidden, epochs, batch)
+    image = data_kind == "image"
+    activation = config.activation or (IMAGE_ACTIVATION if image else CONTINUOUS_ACTIVATION)
+    noise = config.input_noise
+    if noise is None:
+        noise = round(NOISE_PER_UNEXPLAINED * unexplained, 4) if _denoised(config, data_kind) else 0.0
+    return Sizes(hidden, epochs, batch, activation, float(noise))
+
+
+def _denoised(config: ModelConfig, data_kind: str) -> bool:
+    return data_kind == "image" and config.model in DENOISED_KINDS
+
+
+def fit_sizes(config: ModelConfig, x: np.ndarray, data_kind: str, latent: int) -> Sizes:
+    """`resolve_sizes` for these scaled training rows: auto input noise needs the rows themselves."""
+    needed = config.input_noise is None and _denoised(config, data_kind)
+    return resolve_sizes(config, len(x), data_kind, unexplained_rms(x, latent) if needed else 0.0)
 
 
 def describe() -> dict[str, str]:
     """The rule in words, for `--help`: one phrase per size."""
     return {"hidden": ",".join(map(str, HIDDEN)) + " (measured: neither narrower for few rows nor wider for many paid)",
             "batch_size": f"~{BATCH_PER_SQRT_ROW:g} x sqrt(training rows) as a power of two in {MIN_BATCH}-{MAX_BATCH}",
-            "epochs": f"{STEP_BUDGET} steps' worth, {MIN_EPOCHS}-{MAX_EPOCHS}"}
+            "epochs": f"{STEP_BUDGET} steps' worth, {MIN_EPOCHS}-{MAX_EPOCHS}",
+            "activation": f"{IMAGE_ACTIVATION} for image data, {CONTINUOUS_ACTIVATION} otherwise",
+            "input_noise": f"for image data with {' or '.join(DENOISED_KINDS)}, {NOISE_PER_UNEXPLAINED:g}x the "
+                           "per-feature RMS a PCA code of the same size leaves unexplained; 0 otherwise"}

@@ -11,9 +11,10 @@ import numpy as np
 
 from aeservice.config import TrainConfig
 from aeservice.data import Dataset, Split, load_dataset, split_dataset
+from aeservice.data.preprocess import scaler_for
 from aeservice.errors import UserError
 from aeservice.models import Autoencoder, EpochCallback, build_model, resolve_latent_dim
-from aeservice.sizes import Sizes, resolve_sizes
+from aeservice.sizes import Sizes, fit_sizes
 
 __all__ = ["Prepared", "TrainResult", "prepare", "prepared_sizes", "used_params", "fit_and_evaluate", "fit_rows", "evaluate"]
 
@@ -48,7 +49,9 @@ def prepare(config: TrainConfig, dataset: Dataset | None = None) -> Prepared:
 
 def prepared_sizes(prepared: Prepared) -> Sizes:
     """Width, epoch cap and batch the model will resolve on these training rows (before it fits)."""
-    return resolve_sizes(prepared.config.model, len(prepared.split.train))
+    config, train, kind = prepared.config.model, prepared.split.train, prepared.dataset.kind
+    return fit_sizes(config, scaler_for(kind).fit(train).transform(train), kind,
+                     resolve_latent_dim(config, train.shape[1]))
 
 
 def used_params(model: Autoencoder) -> dict[str, Any]:
@@ -57,7 +60,8 @@ def used_params(model: Autoencoder) -> dict[str, Any]:
     if model.kind != "pca":  # PCA has no net, epochs or batches
         sizes = model.sizes_
         used.update(hidden_used=",".join(map(str, sizes.hidden)) or "none", epochs_used=sizes.epochs,
-                    batch_size_used=sizes.batch_size)
+                    batch_size_used=sizes.batch_size, activation_used=sizes.activation,
+                    input_noise_used=sizes.input_noise)
     return used
 
 

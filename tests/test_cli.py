@@ -94,6 +94,7 @@ def test_train_command_in_a_real_process_logs_through_the_tracking_worker(tracki
     assert params["hidden"] == params["batch_size"] == "auto"
     assert (params["hidden_used"], params["batch_size_used"], params["epochs_used"]) == (
         ",".join(map(str, sizes.hidden)), str(sizes.batch_size), "2")
+    assert (params["activation_used"], params["input_noise_used"]) == ("relu", "0.0")  # continuous data
     assert f"hidden {params['hidden_used']}, batch {sizes.batch_size}, at most 2 epochs" in proc.stderr
     assert {"val_mse", "test_mse", "explained_variance"} <= set(run.data.metrics)
     client = mlflow.MlflowClient()

@@ -244,10 +244,12 @@ def test_nets_with_other_layers_get_no_plan_and_plain_ones_match():
 
     assert dense_plan(net(keras.layers.Dropout(0.5))) is None
     assert dense_plan(net(keras.layers.BatchNormalization())) is None
-    assert dense_plan(net(keras.layers.Dense(4, activation="gelu"))) is None  # not in ACTIVATIONS
-    plain = net(keras.layers.Dense(6, activation="tanh", use_bias=False))
-    x = np.random.default_rng(0).standard_normal((9, 5)).astype("float32")
-    np.testing.assert_allclose(dense_plan(plain)(x), keras.ops.convert_to_numpy(plain(x)), rtol=1e-5, atol=1e-6)
+    assert dense_plan(net(keras.layers.Dense(4, activation="selu"))) is None  # not in ACTIVATIONS
+    x = 3 * np.random.default_rng(0).standard_normal((9, 5)).astype("float32")
+    for activation in ("tanh", "gelu", "elu", "silu"):  # every hidden activation --activation offers
+        plain = net(keras.layers.Dense(6, activation=activation, use_bias=False))
+        np.testing.assert_allclose(dense_plan(plain)(x), keras.ops.convert_to_numpy(plain(x)), rtol=1e-5, atol=1e-6,
+                                   err_msg=activation)
 
 
 # ---- the copy-paste client in scripts/ --------------------------------------------------------------

@@ -16,7 +16,7 @@ import numpy as np
 from aeservice.config import ModelConfig
 from aeservice.data.preprocess import Scaler, scaler_for, scaler_from_state
 from aeservice.errors import UserError
-from aeservice.sizes import Sizes, resolve_sizes
+from aeservice.sizes import Sizes, fit_sizes
 
 __all__ = ["Autoencoder", "EpochCallback", "resolve_latent_dim"]
 
@@ -34,7 +34,8 @@ def _sizes_from(meta: dict, config: ModelConfig) -> Sizes:
     """Saved sizes; models saved before sizes were resolved had them all in the config."""
     if "sizes" in meta:
         saved = meta["sizes"]
-        return Sizes(tuple(saved["hidden"]), int(saved["epochs"]), int(saved["batch_size"]))
+        extra = {k: saved[k] for k in ("activation", "input_noise") if k in saved}  # newer models only
+        return Sizes(tuple(saved["hidden"]), int(saved["epochs"]), int(saved["batch_size"]), **extra)
     return Sizes(tuple(config.hidden or ()), config.epochs or 0, config.batch_size or 0)
 
 
@@ -50,10 +51,11 @@ class Autoencoder(ABC):
             verbose: int = 0) -> "Autoencoder":
         self.n_features_ = int(x_train.shape[1])
         self.latent_dim_ = resolve_latent_dim(self.config, self.n_features_)
-        self.sizes_: Sizes = resolve_sizes(self.config, len(x_train))
         self.scaler_: Scaler = scaler_for(self.data_kind).fit(x_train)
+        train = self.scaler_.transform(x_train)
+        self.sizes_: Sizes = fit_sizes(self.config, train, self.data_kind, self.latent_dim_)
         self.history_: dict[str, list[float]] = {}
-        self._fit(self.scaler_.transform(x_train), self.scaler_.transform(x_val), list(callbacks), verbose)
+        self._fit(train, self.scaler_.transform(x_val), list(callbacks), verbose)
         return self
 
     # ---- the interface, in user units -------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from aeservice.models.keras_base import HIDDEN_ACTIVATION, KerasAutoencoder, dense_stack
+from aeservice.models.keras_base import KerasAutoencoder, dense_stack
 from aeservice.models.layers import SparsityPenalty, dense, mean_of_prediction
 from aeservice.models.mixture import fit_mixture, sample_mixture
 
@@ -21,7 +21,7 @@ class DenseAutoencoder(KerasAutoencoder):
     def _build_encoder(self) -> keras.Model:
         c = self.config
         x = keras.Input((self.n_features_,), name="x")
-        h = dense_stack(x, self.sizes_.hidden, HIDDEN_ACTIVATION, c.weight_decay, "enc", c.seed)
+        h = dense_stack(x, self.sizes_.hidden, self.sizes_.activation, c.weight_decay, "enc", c.seed)
         z = dense(self.latent_dim_, "code", c.seed, self.code_activation, c.weight_decay)(h)
         return keras.Model(x, z, name="encoder")
 
@@ -32,7 +32,7 @@ class DenseAutoencoder(KerasAutoencoder):
     def _build(self):
         self.encoder_, self.decoder_ = self._build_encoder(), self._build_decoder()
         x = keras.Input((self.n_features_,), name="x")
-        z = self.encoder_(x)
+        z = self.encoder_(self._corrupted(x))
         outputs, losses = {"recon": self.decoder_(z)}, {"recon": "mse"}
         extra_out, extra_loss = self._terms(z)
         outputs.update(extra_out)

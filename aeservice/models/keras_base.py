@@ -19,14 +19,7 @@ from aeservice.models.fused import compile_options, fuse_epochs
 from aeservice.models.layers import dense
 from aeservice.models.plan import dense_plan
 
-__all__ = ["KerasAutoencoder", "DivergedError", "HIDDEN_ACTIVATION", "dense_stack", "infer"]
-
-# Hidden layers. ELU was measured too (scripts/benchmark_quality.py): digits AE test MSE / PCA's
-# 0.53 at latent 10 against ReLU's 0.58, but on the 1-D curves it stayed near-linear (scurve AE
-# 0.21 against 0.035, two_gaussians 1.00 against 0.42), so ReLU it is. GELU (0.52 at latent 10)
-# did the same to the curves, even in the encoder only (README, Quality).
-HIDDEN_ACTIVATION = "relu"
-
+__all__ = ["KerasAutoencoder", "DivergedError", "dense_stack", "infer"]
 
 class DivergedError(UserError):
     """The loss became NaN or infinite; the message says at which epoch."""
@@ -112,9 +105,15 @@ class KerasAutoencoder(Autoencoder):
     def _build_decoder(self) -> keras.Model:
         c = self.config
         z = keras.Input((self.latent_dim_,), name="z")
-        h = dense_stack(z, tuple(reversed(self.sizes_.hidden)), HIDDEN_ACTIVATION, c.weight_decay, "dec", c.seed)
+        h = dense_stack(z, tuple(reversed(self.sizes_.hidden)), self.sizes_.activation, c.weight_decay, "dec", c.seed)
         out = dense(self.n_features_, "dec_out", c.seed, self._output_activation(), c.weight_decay)(h)
         return keras.Model(z, out, name="decoder")
+
+    def _corrupted(self, x):
+        """Training inputs with the denoising noise added; the saved encoder never sees it."""
+        if self.sizes_.input_noise <= 0:
+            return x
+        return keras.layers.GaussianNoise(self.sizes_.input_noise, seed=self.config.seed, name="input_noise")(x)
 
     def _build(self) -> tuple[keras.Model, dict, dict]:
         """Set encoder_/decoder_ and return (training model, losses, loss weights)."""

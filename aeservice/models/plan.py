@@ -22,7 +22,17 @@ ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "sigmoid": lambda v: 0.5 * (1 + np.tanh(0.5 * v)),  # = 1 / (1 + e^-v), without overflow
     "tanh": np.tanh,
     "softplus": lambda v: np.logaddexp(0, v),
+    "gelu": lambda v: _gelu(v),
+    "elu": lambda v: np.where(v > 0, v, np.expm1(np.minimum(v, 0))),
+    "silu": lambda v: v * 0.5 * (1 + np.tanh(0.5 * v)),
 }
+
+
+def _gelu(v: np.ndarray) -> np.ndarray:
+    """Keras's default GELU, the exact erf form (the tanh approximation differs by ~1e-3)."""
+    from scipy.special import erf  # scikit-learn's dependency; imported by the first GELU plan only
+
+    return 0.5 * v * (1 + erf(v / np.sqrt(2)))
 
 
 class DensePlan:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from aeservice.models.keras_base import HIDDEN_ACTIVATION, KerasAutoencoder, dense_stack
+from aeservice.models.keras_base import KerasAutoencoder, dense_stack
 from aeservice.models.layers import (MIN_VARIANCE, KLDivergence, Sampling, ScheduledWeight, bernoulli_nll, dense,
                                      gaussian_nll, mean_of_prediction)
 
@@ -39,14 +39,14 @@ class VariationalAutoencoder(KerasAutoencoder):
     def _build(self):
         c = self.config
         x = keras.Input((self.n_features_,), name="x")
-        h = dense_stack(x, self.sizes_.hidden, HIDDEN_ACTIVATION, c.weight_decay, "enc", c.seed)
+        h = dense_stack(x, self.sizes_.hidden, self.sizes_.activation, c.weight_decay, "enc", c.seed)
         mean = dense(self.latent_dim_, "z_mean", c.seed)(h)
         log_var = dense(self.latent_dim_, "z_log_var", c.seed)(h)
         self.encoder_ = keras.Model(x, [mean, log_var], name="encoder")
         self.decoder_ = self._build_decoder()
 
         inp = keras.Input((self.n_features_,), name="x")
-        m, lv = self.encoder_(inp)
+        m, lv = self.encoder_(self._corrupted(inp))
         decoded = self.decoder_(Sampling(seed=c.seed, name="sampling")([m, lv]))
         recon_loss = gaussian_nll if self.gaussian else bernoulli_nll
         kl = KLDivergence(name="kl")([m, lv])
