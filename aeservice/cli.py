@@ -184,7 +184,7 @@ def main() -> None:
 
 @main.command()
 @train_options
-@click.option("--quiet", is_flag=True, help="No per-epoch progress lines.")
+@click.option("--quiet", is_flag=True, help="No per-epoch progress lines and no time and memory summary.")
 @user_errors
 def train(quiet: bool, **options: Any) -> None:
     """Train one model and log it to MLflow as one run.

@@ -14,6 +14,10 @@ time and peak RSS of each, their ratios, and aeservice's own split of its time (
 line `train` prints). Usage:
 
     python scripts/bench_training.py [--repeats 5] [--plain PATH] [--backend jax|tensorflow]
+                                     [--extra "--activation relu --input-noise 0"]
+
+--extra appends options to aeservice's command, to price a default: digits are images, so the
+benchmark's command trains GELU layers on noisy inputs unless told otherwise.
 """
 from __future__ import annotations
 
@@ -84,6 +88,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--plain", type=Path, default=DEFAULT_PLAIN, help="the plain Keras script")
     parser.add_argument("--backend", default=None, help="KERAS_BACKEND for aeservice (default: its own choice)")
+    parser.add_argument("--extra", default="", help="more `aeservice train` options, one string")
     args = parser.parse_args()
     if not args.plain.is_file():
         parser.error(f"plain Keras script not found: {args.plain} (give --plain PATH)")
@@ -95,7 +100,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cwd = Path(tmp)
         ours_env["JAX_COMPILATION_CACHE_DIR"] = str(cwd / "jax-cache")  # cold at first, like a new machine
-        ours = [sys.executable, "-m", "aeservice", *OURS]
+        ours = [sys.executable, "-m", "aeservice", *OURS, *args.extra.split()]
         plain = [sys.executable, str(args.plain), "100"]
         print("warm-up (cold start) runs ...", file=sys.stderr)
         cold_ours = measure(ours, cwd, ours_env)
@@ -112,7 +117,7 @@ def main() -> None:
     med = {label: (statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs))
            for label, runs in results.items()}
     backend = args.backend or "default (" + _default_backend() + ")"
-    print(f"\n`aeservice {' '.join(OURS)}` (backend {backend}) against `{args.plain.name} 100` "
+    print(f"\n`aeservice {' '.join([*OURS, *args.extra.split()])}` (backend {backend}) against `{args.plain.name} 100` "
           f"(Keras on TensorFlow); median of {args.repeats} alternating runs after one warm-up each\n")
     print("| | wall s | peak RSS MB (aeservice: both processes) | cold start wall s |")
     print("|---|---:|---:|---:|")
