@@ -203,7 +203,7 @@ def test_input_noise_trains_the_net_but_never_reaches_the_saved_encoder(tmp_path
     assert model.sizes_.activation == "gelu"
     assert model.sizes_.input_noise == pytest.approx(0.7 * unexplained_rms(train, 2), abs=1e-4)
     assert model.sizes_.input_noise > 0
-    assert [layer.activation.__name__ for layer in model.encoder_.layers[1:3]] == ["gelu", "gelu"]
+    assert [layer.activation.__name__ for layer in model.encoder_.layers[1:3]] == ["gelu_tanh", "gelu_tanh"]
     assert not any("noise" in layer.name for net in (model.encoder_, model.decoder_) for layer in net.layers)
     x = prepared.split.test[:5]
     np.testing.assert_array_equal(model.encode(x), model.encode(x))  # deterministic at inference

@@ -233,6 +233,7 @@ def test_frozen_model_runs_numpy_plans_that_match_keras(kind, tmp_path):
 def test_nets_with_other_layers_get_no_plan_and_plain_ones_match():
     import keras
 
+    from aeservice.models.layers import gelu_tanh
     from aeservice.models.plan import dense_plan
 
     def net(*middle):
@@ -246,7 +247,7 @@ def test_nets_with_other_layers_get_no_plan_and_plain_ones_match():
     assert dense_plan(net(keras.layers.BatchNormalization())) is None
     assert dense_plan(net(keras.layers.Dense(4, activation="selu"))) is None  # not in ACTIVATIONS
     x = 3 * np.random.default_rng(0).standard_normal((9, 5)).astype("float32")
-    for activation in ("tanh", "gelu", "elu", "silu"):  # every hidden activation --activation offers
+    for activation in ("tanh", gelu_tanh, "elu", "silu"):  # every hidden activation --activation offers
         plain = net(keras.layers.Dense(6, activation=activation, use_bias=False))
         np.testing.assert_allclose(dense_plan(plain)(x), keras.ops.convert_to_numpy(plain(x)), rtol=1e-5, atol=1e-6,
                                    err_msg=activation)

@@ -22,17 +22,18 @@ ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "sigmoid": lambda v: 0.5 * (1 + np.tanh(0.5 * v)),  # = 1 / (1 + e^-v), without overflow
     "tanh": np.tanh,
     "softplus": lambda v: np.logaddexp(0, v),
-    "gelu": lambda v: _gelu(v),
+    "aeservice>gelu_tanh": lambda v: 0.5 * v * (1 + np.tanh(_SQRT_2_OVER_PI * (v + 0.044715 * v ** 3))),
     "elu": lambda v: np.where(v > 0, v, np.expm1(np.minimum(v, 0))),
     "silu": lambda v: v * 0.5 * (1 + np.tanh(0.5 * v)),
 }
 
 
-def _gelu(v: np.ndarray) -> np.ndarray:
-    """Keras's default GELU, the exact erf form (the tanh approximation differs by ~1e-3)."""
-    from scipy.special import erf  # scikit-learn's dependency; imported by the first GELU plan only
+_SQRT_2_OVER_PI = float(np.sqrt(2 / np.pi))
 
-    return 0.5 * v * (1 + erf(v / np.sqrt(2)))
+
+def _activation_name(setting) -> str | None:
+    """A built-in activation is saved as its name, a registered function as a dict naming it."""
+    return setting.get("config") if isinstance(setting, dict) else setting
 
 
 class DensePlan:
@@ -96,7 +97,8 @@ def dense_plan(net) -> DensePlan | None:
             kind, name, settings = entry["class_name"], entry["name"], entry["config"]
             if kind == "InputLayer" and name == inputs[0]:
                 continue
-            if kind != "Dense" or settings.get("activation") not in ACTIVATIONS or settings.get("lora_rank"):
+            activation = _activation_name(settings.get("activation"))
+            if kind != "Dense" or activation not in ACTIVATIONS or settings.get("lora_rank"):
                 return None
             nodes = entry.get("inbound_nodes") or []
             source = _history(list(nodes[0].get("args", []))) if len(nodes) == 1 and not nodes[0].get("kwargs") else None
@@ -104,7 +106,7 @@ def dense_plan(net) -> DensePlan | None:
                 return None
             weights = [np.asarray(w, dtype=np.float32) for w in layers[name].get_weights()]
             kernel, bias = weights[0], (weights[1] if settings.get("use_bias", True) else None)
-            steps.append((name, source, kernel, bias, settings["activation"]))
+            steps.append((name, source, kernel, bias, activation))
         outputs = config["output_layers"]
         outputs = [outputs] if outputs and not isinstance(outputs[0], (list, tuple)) else outputs
         if any(list(out[1:]) != [0, 0] for out in outputs):
