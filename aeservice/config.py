@@ -39,7 +39,7 @@ class ModelConfig:
     # get smaller batches (README, Quality, has the measurements).
     hidden: tuple[int, ...] | None = None  # encoder widths, the decoder mirrors them; auto: 256,128
     # activation and input_noise: None (auto) is chosen by the data kind (aeservice.sizes): images
-    # get gelu and denoising (digits AE 0.58x PCA's test MSE at latent 2 against relu's 0.71x),
+    # get gelu and denoising (digits AE 0.56x PCA's test MSE at latent 2 against relu's 0.71x),
     # continuous data relu and none (gelu left the 1-D curves near-linear: scurve VAE 1.5x PCA).
     activation: str | None = None  # hidden layers: relu, gelu, elu, silu or tanh
     input_noise: float | None = None  # std of Gaussian noise added to training inputs (scaled units)

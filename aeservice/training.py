@@ -14,9 +14,9 @@ from aeservice.data import Dataset, Split, load_dataset, split_dataset
 from aeservice.data.preprocess import scaler_for
 from aeservice.errors import UserError
 from aeservice.models import Autoencoder, EpochCallback, build_model, resolve_latent_dim
-from aeservice.sizes import Sizes, fit_sizes
+from aeservice.sizes import Sizes, fit_sizes, resolve_sizes
 
-__all__ = ["Prepared", "TrainResult", "prepare", "prepared_sizes", "used_params", "fit_and_evaluate", "fit_rows", "evaluate"]
+__all__ = ["Prepared", "TrainResult", "prepare", "prepared_sizes", "epoch_cap", "used_params", "fit_and_evaluate", "fit_rows", "evaluate"]
 
 
 @dataclass
@@ -52,6 +52,11 @@ def prepared_sizes(prepared: Prepared) -> Sizes:
     config, train, kind = prepared.config.model, prepared.split.train, prepared.dataset.kind
     return fit_sizes(config, scaler_for(kind).fit(train).transform(train), kind,
                      resolve_latent_dim(config, train.shape[1]))
+
+
+def epoch_cap(prepared: Prepared) -> int:
+    """The most epochs a fit of these rows will run: the epoch rule needs no pass over the data."""
+    return resolve_sizes(prepared.config.model, len(prepared.split.train), prepared.dataset.kind).epochs
 
 
 def used_params(model: Autoencoder) -> dict[str, Any]:

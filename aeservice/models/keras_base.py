@@ -21,6 +21,7 @@ from aeservice.models.plan import dense_plan
 
 __all__ = ["KerasAutoencoder", "DivergedError", "dense_stack", "infer"]
 
+
 class DivergedError(UserError):
     """The loss became NaN or infinite; the message says at which epoch."""
 

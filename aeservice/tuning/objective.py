@@ -23,7 +23,7 @@ import optuna
 from aeservice.errors import UserError
 from aeservice.models import EpochCallback
 from aeservice.tracking import train_run
-from aeservice.training import Prepared, TrainResult, prepare, prepared_sizes
+from aeservice.training import Prepared, TrainResult, epoch_cap, prepare
 from aeservice.tuning.space import KIND_SPACES, Param, apply_params, suggest
 
 __all__ = ["ObjectiveSpec", "OBJECTIVES", "objective_spec", "pruning_callback", "TrialObjective",
@@ -129,7 +129,7 @@ class TrialObjective:
         config = apply_params(self.prepared.config, suggest(trial, self.space))
         prepared = prepare(config, dataset=self.prepared.dataset)  # same data; validates the proposal
         tags = {"optuna.trial": str(trial.number), "optuna.study": self.study_name}
-        callback = pruning_callback(trial, self.spec.signal, prepared_sizes(prepared).epochs, self.prune)
+        callback = pruning_callback(trial, self.spec.signal, epoch_cap(prepared), self.prune)
         try:
             run_id, result = train_run(prepared, callbacks=[callback, *self.callbacks], nested=True, tags=tags)
         except optuna.TrialPruned:
