@@ -220,6 +220,7 @@ def test_frozen_model_runs_numpy_plans_that_match_keras(kind, tmp_path):
     prepared = prepare(small_config(kind, epochs=2, hidden=(16, 8)))
     path = fit_and_evaluate(prepared).model.save(tmp_path / kind)
     keras_model, frozen = load_model(path), load_model(path)
+    keras_model.plans_ = {}  # every call through the Keras nets
     assert prepare_for_serving(frozen) == {"encoder_": True, "decoder_": True}
     x = prepared.split.test[:20]
     z = keras_model.encode(x)
@@ -228,6 +229,31 @@ def test_frozen_model_runs_numpy_plans_that_match_keras(kind, tmp_path):
         want = run_method(keras_model, rows, {"method": method, **params})
         got = run_method(frozen, rows, {"method": method, **params})
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, err_msg=method)
+
+
+def test_a_loaded_model_answers_from_its_saved_plans_and_a_tampered_plan_falls_back_to_keras(tmp_path):
+    from aeservice.models import load_model
+    from aeservice.training import fit_and_evaluate
+
+    prepared = prepare(small_config("vae", epochs=2, hidden=(16, 8)))
+    trained = fit_and_evaluate(prepared).model
+    path = trained.save(tmp_path / "vae")
+    x = prepared.split.test[:9]
+
+    loaded = load_model(path)
+    assert loaded.freeze() == {"encoder_": True, "decoder_": True}
+    np.testing.assert_allclose(loaded.reconstruct(x), trained.reconstruct(x), rtol=1e-5, atol=1e-6)
+    assert "encoder_" not in vars(loaded) and "decoder_" not in vars(loaded)  # no Keras net deserialized
+    resaved = load_model(loaded.save(tmp_path / "again"))  # the files as read, plans and all
+    np.testing.assert_allclose(resaved.encode(x), trained.encode(x), rtol=1e-5, atol=1e-6)
+
+    with np.load(path / "plans.npz") as saved:  # a plan whose weights no longer match the saved answers
+        arrays = {k: saved[k] for k in saved.files}
+    arrays["decoder_0_kernel"] = arrays["decoder_0_kernel"] + 0.5
+    np.savez(path / "plans.npz", **arrays)
+    fallback = load_model(path)
+    assert "decoder_" in vars(fallback)  # the check failed: the Keras nets were loaded and planned afresh
+    np.testing.assert_allclose(fallback.reconstruct(x), trained.reconstruct(x), rtol=1e-5, atol=1e-6)
 
 
 def test_nets_with_other_layers_get_no_plan_and_plain_ones_match():

@@ -7,10 +7,13 @@ Dense layers as numpy take microseconds. The plan reads the net's structure from
 `get_config()` (the one .keras files store) and its weights from `get_weights()`, so it works
 on every Keras backend; a net with any other kind of layer gets no plan, and a plan is only
 used after it reproduced the Keras outputs on a probe batch (see `KerasAutoencoder.freeze`).
+A plan is saved beside the .keras files as plain arrays, so a loaded model can answer without
+deserializing its Keras nets (see `KerasAutoencoder._load`).
 """
 from __future__ import annotations
 
-from typing import Callable
+import json
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -53,6 +56,34 @@ class DensePlan:
                 values[name] = ACTIVATIONS[activation](out)
         found = [values[name] for name in self.outputs]
         return found[0] if len(found) == 1 else found
+
+    def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
+        """The plan as named arrays for an .npz file: its layout as JSON text, then the weights."""
+        layout = {"input": self.input_name, "outputs": self.outputs,
+                  "steps": [[name, source, activation, bias is not None]
+                            for name, source, _, bias, activation in self.steps]}
+        arrays = {f"{prefix}layout": np.array(json.dumps(layout))}
+        for i, (_, _, kernel, bias, _) in enumerate(self.steps):
+            arrays[f"{prefix}{i}_kernel"] = kernel
+            if bias is not None:
+                arrays[f"{prefix}{i}_bias"] = bias
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray], prefix: str) -> "DensePlan | None":
+        """The inverse of `to_arrays`; None if the arrays are missing or name an unknown activation."""
+        try:
+            layout = json.loads(str(arrays[f"{prefix}layout"]))
+            steps = []
+            for i, (name, source, activation, has_bias) in enumerate(layout["steps"]):
+                if activation not in ACTIVATIONS:
+                    return None
+                bias = np.asarray(arrays[f"{prefix}{i}_bias"], dtype=np.float32) if has_bias else None
+                steps.append((name, source, np.asarray(arrays[f"{prefix}{i}_kernel"], dtype=np.float32), bias,
+                              activation))
+            return cls(layout["input"], steps, list(layout["outputs"]))
+        except (KeyError, ValueError, TypeError):
+            return None
 
 
 _BLAS = None
