@@ -23,7 +23,8 @@ __all__ = ["main", "run", "train_options", "config_from_options", "user_errors"]
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 _DEFAULT_MODEL = ModelConfig()
-_PHASES = ("imports", "data", "fit", "tracking in fit", "tracking", "plots", "model logging", "waiting for tracking")
+_PHASES = ("imports", "data", "fit", "tracking in fit", "tracking", "saving the model", "plots", "model logging",
+           "waiting for tracking")
 _DEFAULT_DATA = DataConfig()
 _AUTO_SIZES = sizes.describe()  # how aeservice.sizes chooses what is left at auto, for --help
 

@@ -139,12 +139,15 @@ def main() -> None:
         b = f"{right[i][0]} | {right[i][1]:.2f}" if i < len(right) else " | "
         print(f"| {a} | | {b} |")
     fit = phases.get("fit", 0.0)
-    tracking = sum(v for k, v in phases.items() if k in ("tracking", "tracking in fit", "plots", "model logging",
-                                                           "waiting for tracking"))
+    tracking = sum(v for k, v in phases.items() if k in TRACKING_PHASES)
     print(f"\ntracking on the training process's path: {tracking:.2f} s = {tracking / fit * 100:.0f}% of its fit "
           f"phase ({fit:.2f} s); per-epoch metrics inside the fit: "
           f"{phases.get('tracking in fit', 0.0):.2f} s")
     print(f"`aeservice --help`: {help_seconds():.2f} s (median of 5)")
+
+
+# the trainer's phases that exist only to log the run
+TRACKING_PHASES = ("tracking", "tracking in fit", "saving the model", "plots", "model logging", "waiting for tracking")
 
 
 def _median_phases(splits: list[dict[str, float]]) -> dict[str, float]:

@@ -69,7 +69,8 @@ class TrackingWorker:
         from aeservice.training import used_params
 
         with tempfile.TemporaryDirectory(prefix="aeservice-") as tmp:
-            model_dir = result.model.save(Path(tmp) / "autoencoder")
+            with phase("saving the model"):
+                model_dir = result.model.save(Path(tmp) / "autoencoder")
             self._send(("result", result.metrics, used_params(result.model), str(model_dir)))
             with phase("plots"):
                 plots = write_figures(result.model, result.history, prepared.dataset, prepared.split,
