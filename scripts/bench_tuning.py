@@ -7,7 +7,7 @@ study in one throw-away folder, then reads the studies back from the Optuna stor
 epoch to Optuna), trial states, best val_mse, and the wall time of each process. Usage:
 
     python scripts/bench_tuning.py [--n-trials 20] [--epochs 150] [--model vae] [--dataset digits]
-                                   [--pruners none,median,asha,hyperband]
+                                   [--pruners none,median,asha,hyperband,asha:15]
 """
 from __future__ import annotations
 
@@ -20,12 +20,15 @@ import time
 from pathlib import Path
 
 
-def run_study(pruner: str, args: argparse.Namespace, folder: Path, env: dict[str, str]) -> dict:
-    name = f"bench-{pruner}"
+def run_study(spec: str, args: argparse.Namespace, folder: Path, env: dict[str, str]) -> dict:
+    pruner, _, warmup = spec.partition(":")
+    name = f"bench-{pruner}-{warmup or 'auto'}"
     storage = f"sqlite:///{folder / 'optuna.db'}"
     cmd = [sys.executable, "-m", "aeservice", "tune", "--model", args.model, "--dataset", args.dataset,
            "--n-trials", str(args.n_trials), "--epochs", str(args.epochs), "--seed", str(args.seed),
            "--pruner", pruner, "--storage", storage, "--study-name", name, "--experiment", "bench-tuning"]
+    if warmup:
+        cmd += ["--prune-warmup", warmup]
     print(f"{pruner}: {' '.join(cmd[2:])}", file=sys.stderr)
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -54,7 +57,8 @@ def main() -> None:
     parser.add_argument("--dataset", default="digits")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pruners", default="none,median,asha,hyperband",
-                        help="comma-separated; the first is the baseline the others are compared with")
+                        help="comma-separated; the first is the baseline the others are compared with. "
+                             "NAME:N also passes --prune-warmup N (e.g. asha:15)")
     args = parser.parse_args()
     pruners = [p.strip() for p in args.pruners.split(",") if p.strip()]
     if len(pruners) < 2:
