@@ -9,10 +9,11 @@ on one backend loads and serves on the other.
 from __future__ import annotations
 
 import os
+import sys
 from importlib.util import find_spec
 from pathlib import Path
 
-__all__ = ["configure", "default_backend", "jax_cache_dir"]
+__all__ = ["configure", "current", "default_backend", "jax_cache_dir"]
 
 PREFERENCE = ("jax", "tensorflow")  # fastest first, by measurement
 
@@ -20,6 +21,16 @@ PREFERENCE = ("jax", "tensorflow")  # fastest first, by measurement
 def default_backend() -> str:
     """The first installed backend of PREFERENCE (TensorFlow if none is: Keras's own default)."""
     return next((name for name in PREFERENCE if find_spec(name) is not None), "tensorflow")
+
+
+def current() -> str:
+    """The backend Keras runs on, or will once imported: a process that serves saved numpy plans
+    never imports Keras, and its tags and log lines still name the backend."""
+    if "keras" in sys.modules:
+        import keras
+
+        return keras.backend.backend()
+    return os.environ.get("KERAS_BACKEND") or default_backend()
 
 
 def jax_cache_dir() -> Path:

@@ -75,7 +75,7 @@ def test_a_model_trained_here_serves_on_the_other_backend(tracking_uri, tmp_path
                                              headers={"Content-Type": "application/json"})
             with urllib.request.urlopen(request, timeout=60) as response:
                 answers[method] = np.asarray(json.loads(response.read())["predictions"])
-    assert f"on Keras backend {OTHER}" in log.read_text()
+    assert f"model loaded (Keras backend {OTHER}, " in log.read_text()
     np.testing.assert_allclose(answers["encode"], result.model.encode(x), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(answers["reconstruct"], result.model.reconstruct(x), rtol=1e-4, atol=1e-4)
 

@@ -9,7 +9,8 @@ from conftest import small_config
 from aeservice.config import MODEL_KINDS, DataConfig, ModelConfig, TrainConfig
 from aeservice.data import load_dataset
 from aeservice.errors import UserError
-from aeservice.models import MODELS, keras_base, load_model
+from aeservice.models import MODELS, load_model
+from aeservice.models import fused as fused_module
 from aeservice.models.fused import compile_options, fuse_epochs
 from aeservice.sizes import Sizes, fit_sizes, resolve_sizes, unexplained_rms
 from aeservice.training import fit_and_evaluate, prepare, prepared_sizes
@@ -121,8 +122,8 @@ def test_fused_epochs_train_exactly_as_keras_fit_does(kind, extra, monkeypatch):
         return result.model.history_, result.model.reconstruct(np.ones((2, 3)))
 
     fused, fused_out = history()
-    monkeypatch.setattr(keras_base, "fuse_epochs", lambda model, validation=None: False)
-    monkeypatch.setattr(keras_base, "compile_options", lambda n_rows, batch_size: {})
+    monkeypatch.setattr(fused_module, "fuse_epochs", lambda model, validation=None: False)  # read at each fit
+    monkeypatch.setattr(fused_module, "compile_options", lambda n_rows, batch_size: {})
     plain, plain_out = history()
     assert fused.keys() == plain.keys() and "val_loss" in fused
     for key in plain:

@@ -1,13 +1,15 @@
 """Dense autoencoders: the plain AE and the sparse AE (L1 on the code, optional KL sparsity)."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
 
-from aeservice.models.keras_base import KerasAutoencoder, dense_stack
-from aeservice.models.layers import SparsityPenalty, dense, mean_of_prediction
+from aeservice.models.keras_base import KerasAutoencoder, keras_module
 from aeservice.models.mixture import fit_mixture, sample_mixture
+
+if TYPE_CHECKING:
+    import keras
 
 __all__ = ["DenseAutoencoder", "SparseAutoencoder"]
 
@@ -19,7 +21,9 @@ class DenseAutoencoder(KerasAutoencoder):
     code_activation: str | None = None  # linear code: no clipped or dead latent units
 
     def _build_encoder(self) -> keras.Model:
-        c = self.config
+        from aeservice.models.layers import dense, dense_stack
+
+        keras, c = keras_module(), self.config
         x = keras.Input((self.n_features_,), name="x")
         h = dense_stack(x, self.sizes_.hidden, self.sizes_.activation, c.weight_decay, "enc", c.seed)
         z = dense(self.latent_dim_, "code", c.seed, self.code_activation, c.weight_decay)(h)
@@ -30,6 +34,7 @@ class DenseAutoencoder(KerasAutoencoder):
         return {}, {}
 
     def _build(self):
+        keras = keras_module()
         self.encoder_, self.decoder_ = self._build_encoder(), self._build_decoder()
         x = keras.Input((self.n_features_,), name="x")
         z = self.encoder_(self._corrupted(x))
@@ -68,6 +73,8 @@ class SparseAutoencoder(DenseAutoencoder):
         return "sigmoid" if self.config.sparsity_weight > 0 else "relu"
 
     def _terms(self, z):
+        from aeservice.models.layers import SparsityPenalty, mean_of_prediction
+
         c = self.config
         penalty = SparsityPenalty(c.l1, c.sparsity_weight, c.sparsity_target, name="sparsity")(z)
         return {"sparsity": penalty}, {"sparsity": mean_of_prediction}

@@ -2,25 +2,39 @@
 
 A kind supplies its encoder/decoder and a training graph whose outputs are named loss terms
 (`recon`, `kl`, `sparsity`); Keras then logs each as `<term>_loss`, renamed here to the term.
+
+Keras is imported on first need (building, fitting, or loading nets without saved plans), not
+with this module: a model loaded with its saved numpy plans answers without it, so the model
+server and `train`'s tracking worker, which logs and checks the model, never import Keras or
+its backend (about 1 s and 190 MB per process).
 """
 from __future__ import annotations
 
 import logging
 import math
-import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
 
 from aeservice.errors import UserError
 from aeservice.models.base import Autoencoder, EpochCallback
-from aeservice.models.fused import compile_options, fuse_epochs
-from aeservice.models.layers import dense
 from aeservice.models.plan import DensePlan, dense_plan
 
-__all__ = ["KerasAutoencoder", "DivergedError", "dense_stack", "infer"]
+if TYPE_CHECKING:
+    import keras
+
+__all__ = ["KerasAutoencoder", "DivergedError", "infer", "keras_module"]
+
+
+def keras_module():
+    """Keras, with aeservice's layers registered and TensorFlow kept unloaded on other backends."""
+    import keras
+
+    import aeservice.models.layers  # noqa: F401  (registers the custom layers .keras files name)
+
+    return keras
 
 
 class DivergedError(UserError):
@@ -65,27 +79,6 @@ def _same(a, b) -> bool:
     return len(a) == len(b) and all(x.shape == y.shape and np.allclose(x, y, rtol=1e-3, atol=1e-4) for x, y in zip(a, b))
 
 
-def _leave_tensorflow_unloaded() -> None:
-    """On other backends, tell Keras that TensorFlow is absent even if it is installed.
-
-    Keras probes `tf.available` (importing TensorFlow: 3.3 s and ~400 MB) when it seeds and
-    whenever it serializes a model, in case of tf.data or tf.TensorShape objects; we have none.
-    """
-    if keras.backend.backend() != "tensorflow" and "tensorflow" not in sys.modules:
-        from keras.src.utils import module_utils
-
-        module_utils.tensorflow._available = False
-
-
-_leave_tensorflow_unloaded()
-
-
-def dense_stack(x, sizes, activation: str, l2: float, prefix: str, seed: int):
-    for i, size in enumerate(sizes):
-        x = dense(size, f"{prefix}_{i}", seed, activation, l2)(x)
-    return x
-
-
 class KerasAutoencoder(Autoencoder):
     """Encoder and decoder are separate Keras models; serving calls them directly."""
 
@@ -105,7 +98,9 @@ class KerasAutoencoder(Autoencoder):
         return "sigmoid" if self.data_kind == "image" else None
 
     def _build_decoder(self) -> keras.Model:
-        c = self.config
+        from aeservice.models.layers import dense, dense_stack
+
+        keras, c = keras_module(), self.config
         z = keras.Input((self.latent_dim_,), name="z")
         h = dense_stack(z, tuple(reversed(self.sizes_.hidden)), self.sizes_.activation, c.weight_decay, "dec", c.seed)
         out = dense(self.n_features_, "dec_out", c.seed, self._output_activation(), c.weight_decay)(h)
@@ -115,14 +110,17 @@ class KerasAutoencoder(Autoencoder):
         """Training inputs with the denoising noise added; the saved encoder never sees it."""
         if self.sizes_.input_noise <= 0:
             return x
-        return keras.layers.GaussianNoise(self.sizes_.input_noise, seed=self.config.seed, name="input_noise")(x)
+        return keras_module().layers.GaussianNoise(self.sizes_.input_noise, seed=self.config.seed, name="input_noise")(x)
 
     def _build(self) -> tuple[keras.Model, dict, dict]:
         """Set encoder_/decoder_ and return (training model, losses, loss weights)."""
         raise NotImplementedError
 
     def _fit(self, x_train: np.ndarray, x_val: np.ndarray, callbacks: list[EpochCallback], verbose: int) -> None:
-        c = self.config
+        from aeservice.models.callbacks import MONITOR, ReduceLearningRate, Relay
+        from aeservice.models.fused import compile_options, fuse_epochs
+
+        keras, c = keras_module(), self.config
         self.plans_ = {}  # a refit trains new nets: no plan of the old ones may answer for them
         self.__dict__.pop("_keras_files_", None)  # nor the files of a loaded model's old nets
         keras.utils.set_random_seed(c.seed)
@@ -138,12 +136,12 @@ class KerasAutoencoder(Autoencoder):
         one_val_batch = len(xv) <= _MAX_VAL_BATCH
         fused = fuse_epochs(model, (xv, val_targets) if one_val_batch else None)
         fused_validation = fused and one_val_batch
-        keras_callbacks = [*self._schedule_callbacks(), _Relay(callbacks, self.history_, self.val_smoothing,
-                                                                self._monitor_from_epoch())]
+        keras_callbacks = [*self._schedule_callbacks(), Relay(callbacks, self.history_, self.val_smoothing,
+                                                               self._monitor_from_epoch())]
         if c.patience > 0:  # after the relay, which adds the smoothed monitor to the logs
-            keras_callbacks.append(_ReduceLearningRate(self._monitor_from_epoch(), c.patience))
+            keras_callbacks.append(ReduceLearningRate(self._monitor_from_epoch(), c.patience))
             keras_callbacks.append(keras.callbacks.EarlyStopping(
-                monitor=_MONITOR, mode="min", patience=c.patience, restore_best_weights=True,
+                monitor=MONITOR, mode="min", patience=c.patience, restore_best_weights=True,
                 start_from_epoch=self._monitor_from_epoch()))
         model.fit(xt, targets, validation_data=None if fused_validation else (xv, val_targets),
                   epochs=self.sizes_.epochs, batch_size=batch_size, validation_batch_size=val_batch,
@@ -221,6 +219,7 @@ class KerasAutoencoder(Autoencoder):
                 and set(self.__dict__.get("plans_", {})) == set(_NET_FILES))
 
     def _load_nets(self) -> None:
+        keras = keras_module()
         with tempfile.TemporaryDirectory(prefix="aeservice-") as tmp:
             for attr, name in _NET_FILES.items():
                 (Path(tmp) / name).write_bytes(self._keras_files_[attr])
@@ -258,57 +257,6 @@ def _checked_plans(path: Path) -> tuple[dict[str, DensePlan], dict[str, tuple]]:
 
 _NET_FILES = {"encoder_": "encoder.keras", "decoder_": "decoder.keras"}
 _PLANS_FILE = "plans.npz"
-_MONITOR = "val_loss_smoothed"
+
+
 _MAX_VAL_BATCH = 4096  # rows per validation step: bounds its memory on large data sets
-_TERM_NAMES = {"loss": "loss", "recon_loss": "recon", "kl_loss": "kl", "sparsity_loss": "sparsity"}
-
-
-LR_FACTOR = 0.5  # halve the step size ...
-LR_PATIENCE_SHARE = 3  # ... after patience / 3 epochs without gain, so it is tried before stopping
-
-
-class _ReduceLearningRate(keras.callbacks.ReduceLROnPlateau):
-    """Halves Adam's step after a plateau of the smoothed validation loss, once schedules settle."""
-
-    def __init__(self, start_epoch: int, patience: int):
-        super().__init__(monitor=_MONITOR, mode="min", factor=LR_FACTOR, min_lr=1e-6,
-                         patience=max(1, patience // LR_PATIENCE_SHARE), verbose=0)
-        self.start_epoch = start_epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch >= self.start_epoch:
-            super().on_epoch_end(epoch, logs)
-
-
-class _Relay(keras.callbacks.Callback):
-    """Renames Keras logs to aeservice's metric names, records history, and stops on NaN."""
-
-    def __init__(self, listeners: list[EpochCallback], history: dict[str, list[float]], smoothing: float,
-                 monitor_from: int):
-        super().__init__()
-        self.listeners, self.history, self.smoothing = listeners, history, smoothing
-        self.monitor_from = monitor_from  # before it the objective is still changing: no memory
-        self.smoothed: float | None = None
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs if logs is not None else {}
-        if "val_loss" in logs:
-            value = float(logs["val_loss"])
-            fresh = self.smoothed is None or epoch <= self.monitor_from
-            self.smoothed = value if fresh else self.smoothing * self.smoothed + (
-                1 - self.smoothing) * value
-            logs[_MONITOR] = self.smoothed
-        out: dict[str, float] = {}
-        for prefix in ("", "val_"):
-            for keras_name, name in _TERM_NAMES.items():
-                if prefix + keras_name in logs:
-                    out[prefix + name] = float(logs[prefix + keras_name])
-            if prefix + "recon" not in out and prefix + "loss" in out:  # single-term graphs
-                out[prefix + "recon"] = out[prefix + "loss"]
-        for key, value in out.items():
-            self.history.setdefault(key, []).append(value)
-        if not all(math.isfinite(v) for v in out.values()):
-            self.model.stop_training = True
-            return
-        for listener in self.listeners:
-            listener(epoch, out)

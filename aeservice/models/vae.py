@@ -1,13 +1,9 @@
 """The variational autoencoder: Gaussian decoder for continuous data, Bernoulli for images."""
 from __future__ import annotations
 
-
-import keras
 import numpy as np
 
-from aeservice.models.keras_base import KerasAutoencoder, dense_stack
-from aeservice.models.layers import (MIN_VARIANCE, KLDivergence, Sampling, ScheduledWeight, bernoulli_nll, dense,
-                                     gaussian_nll, mean_of_prediction)
+from aeservice.models.keras_base import KerasAutoencoder, keras_module
 
 __all__ = ["VariationalAutoencoder"]
 
@@ -27,7 +23,7 @@ class VariationalAutoencoder(KerasAutoencoder):
         def set_weight(epoch, logs=None):
             target.weight_now.assign(min(1.0, (epoch + 1) / warmup) if warmup else 1.0)
 
-        return [keras.callbacks.LambdaCallback(on_epoch_begin=set_weight)]
+        return [keras_module().callbacks.LambdaCallback(on_epoch_begin=set_weight)]
 
     def _monitor_from_epoch(self) -> int:
         return self._warmup_epochs()
@@ -37,7 +33,10 @@ class VariationalAutoencoder(KerasAutoencoder):
         return self.data_kind != "image"
 
     def _build(self):
-        c = self.config
+        from aeservice.models.layers import (KLDivergence, Sampling, ScheduledWeight, bernoulli_nll, dense, dense_stack,
+                                             gaussian_nll, mean_of_prediction)
+
+        keras, c = keras_module(), self.config
         x = keras.Input((self.n_features_,), name="x")
         h = dense_stack(x, self.sizes_.hidden, self.sizes_.activation, c.weight_decay, "enc", c.seed)
         mean = dense(self.latent_dim_, "z_mean", c.seed)(h)
@@ -57,6 +56,8 @@ class VariationalAutoencoder(KerasAutoencoder):
         return keras.Model(inp, outputs, name="vae_trainer"), losses, {"recon": 1.0, "kl": 0.0, "kl_term": c.beta}
 
     def _fit(self, x_train, x_val, callbacks, verbose):
+        from aeservice.models.layers import MIN_VARIANCE
+
         super()._fit(x_train, x_val, callbacks, verbose)
         self.decoder_log_var_ = np.zeros(0)
         if self.gaussian:  # the decoder's sigma^2: training MSE per feature under q(z|x)

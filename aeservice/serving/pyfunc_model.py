@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -55,10 +56,10 @@ class AutoencoderPyfunc(PythonModel):
 
         self.model = load_model(context.artifacts["model"])
         plans = prepare_for_serving(self.model)  # numpy plans where they match Keras; warmed up
-        import keras
+        from aeservice.backend import current
 
-        _logger.info("aeservice %s model loaded on Keras backend %s; numpy inference plans: %s", self.model.kind,
-                     keras.backend.backend(), plans)
+        _logger.info("aeservice %s model loaded (Keras backend %s, %s); numpy inference plans: %s", self.model.kind,
+                     current(), "imported" if "keras" in sys.modules else "not imported", plans)
 
     # The hint is one MLflow does not validate against (DataFrame, Series and ndarray are exempt),
     # which also stops its "add type hints" warning. Arrays, lists and DataFrames all arrive

@@ -15,7 +15,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-import keras
 import mlflow
 import numpy as np
 from mlflow.entities import Metric
@@ -23,6 +22,7 @@ from mlflow.models import ModelSignature
 from mlflow.types.schema import ParamSchema, ParamSpec
 
 import aeservice
+from aeservice.backend import current as current_backend
 from aeservice.models import Autoencoder, EpochCallback
 from aeservice.serving import PYFUNC_FILE
 from aeservice.serving.methods import DEFAULT_SAMPLES
@@ -192,7 +192,7 @@ def train_run(prepared: Prepared, callbacks: Sequence[EpochCallback] = (), neste
 
 def run_tags(prepared: Prepared, extra: dict | None = None) -> dict:
     return {"model": prepared.config.model.model, "dataset": prepared.dataset.name,
-            "backend": keras.backend.backend(), **(extra or {})}
+            "backend": current_backend(), **(extra or {})}
 
 
 def run_name(prepared: Prepared) -> str:

@@ -23,7 +23,6 @@ from typing import Any, Callable, Sequence
 
 from aeservice.config import TrainConfig
 from aeservice.errors import UserError
-from aeservice.imports import lean_keras
 from aeservice.timing import phase, phases
 
 __all__ = ["available", "train_in_parallel", "TrackingWorker"]
@@ -162,7 +161,7 @@ def _serve(conn, config: TrainConfig) -> None:
     """The worker: import and connect while the parent trains, then log what it is sent."""
     code = 0
     try:
-        with phase("imports"), lean_keras():  # MLflow, and Keras for MLflow's check of the logged model
+        with phase("imports"):  # MLflow; no Keras: MLflow's check of the logged model runs its saved plans
             import mlflow
 
             from aeservice.tracking.runs import (EpochMetrics, log_model, log_plots, log_scores, log_setup, mlflow_run,
