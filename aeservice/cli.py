@@ -348,7 +348,7 @@ def _auto(value: Any) -> bool:
               help="Complete trials before the median pruner prunes anything.")
 @click.option("--prune-warmup", type=_OrAuto(integer=True), default=None,
               help="Epochs each trial trains before it can be pruned (hyperband: its smallest budget). "
-                   "[default: auto = max(5, epochs / 30)]")
+                   "[default: auto = max(5, epochs / 30); asha: max(10, epochs / 15)]")
 @click.option("--register-as", default="none", metavar="NAME",
               help="When the study ends, register the best trial's model as NAME (champion/challenger "
                    "rules of `aeservice register`).")

@@ -18,7 +18,7 @@ from aeservice.tuning.interrupt import GracefulInterrupt
 from aeservice.tuning.objective import RUN_ID_ATTR, TrialObjective, objective_spec
 from aeservice.tuning.report import log_summary, mark_best, progress_printer
 from aeservice.tuning.space import OPTION_PARAMS, default_params, describe, search_space
-from aeservice.tuning.study import default_storage, make_pruner, make_sampler, open_storage, open_study, redact
+from aeservice.tuning.study import auto_warmup, default_storage, make_pruner, make_sampler, open_storage, open_study, redact
 from aeservice.tuning.study import storage_url as to_url
 
 __all__ = ["TuneSettings", "TuneResult", "tune"]
@@ -36,7 +36,7 @@ class TuneSettings:
     fixed: tuple[str, ...] = ()  # options the user set (latent_dim, hidden, beta, ...): not searched
     ranges: dict[str, tuple[float, float]] = field(default_factory=dict)  # searched name -> (low, high)
     prune_startup_trials: int = 5  # complete trials before the median pruner judges anyone
-    prune_warmup_epochs: int | None = None  # no pruning before this many epochs; None: max(5, epochs / 30)
+    prune_warmup_epochs: int | None = None  # no pruning before this many epochs; None: study.auto_warmup
     heartbeat_interval: int = 60  # seconds; a dead worker's trial is failed and retried after 2x this
     max_retry: int = 2  # retries of a trial whose worker died
 
@@ -95,8 +95,8 @@ def _tune(prepared, space, spec, settings: TuneSettings, storage_url: str, study
     storage = open_storage(storage_url, settings.heartbeat_interval, max_retry=settings.max_retry)
     sizes = prepared_sizes(prepared)  # epochs "auto": what each trial's model will resolve
     warmup = settings.prune_warmup_epochs
-    if warmup is None:  # a few epochs for every trial to get going; epochs/10 (the old rule) pruned later
-        warmup = max(5, sizes.epochs // 30)  # for no better best (scripts/bench_tuning.py, README)
+    if warmup is None:  # a few epochs for every trial to get going
+        warmup = auto_warmup(settings.pruner, sizes.epochs)
     pruner = make_pruner(settings.pruner, sizes.epochs, settings.prune_startup_trials, warmup)
     study = open_study(study_name, storage, spec.direction, make_sampler(config.model.seed), pruner,
                        {"model": kind, "dataset": prepared.dataset.name, "objective": spec.name})
