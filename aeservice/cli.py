@@ -221,7 +221,9 @@ def train(quiet: bool, **options: Any) -> None:
     else:
         with phase("imports"):
             from aeservice.tracking import train_run
-            from aeservice.training import prepare
+            from aeservice.training import import_libraries, prepare
+
+            import_libraries(config)
         with phase("data"):
             prepared = prepare(config)
         announce(prepared)

@@ -16,7 +16,7 @@ from aeservice.errors import UserError
 from aeservice.models import Autoencoder, EpochCallback, build_model, resolve_latent_dim
 from aeservice.sizes import Sizes, fit_sizes, resolve_sizes
 
-__all__ = ["Prepared", "TrainResult", "prepare", "prepared_sizes", "epoch_cap", "used_params", "fit_and_evaluate", "fit_rows", "evaluate"]
+__all__ = ["Prepared", "TrainResult", "import_libraries", "prepare", "prepared_sizes", "epoch_cap", "used_params", "fit_and_evaluate", "fit_rows", "evaluate"]
 
 
 @dataclass
@@ -33,6 +33,16 @@ class TrainResult:
     model: Autoencoder
     metrics: dict[str, float]  # val_mse, test_mse, explained_variance (+ val_elbo, test_elbo for the VAE)
     history: dict[str, list[float]]
+
+
+def import_libraries(config: TrainConfig) -> None:
+    """Import Keras and its backend now if the kind trains with them (the model classes import
+    without them; see `aeservice.models.keras_base`), so `train`'s time split counts the import
+    as imports rather than as part of the fit."""
+    if config.model.model != "pca":
+        from aeservice.models.keras_base import keras_module
+
+        keras_module()
 
 
 def prepare(config: TrainConfig, dataset: Dataset | None = None) -> Prepared:

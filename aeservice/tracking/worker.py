@@ -135,7 +135,9 @@ def train_in_parallel(config: TrainConfig, callbacks: Sequence = (),
     worker = TrackingWorker(config)
     try:
         with phase("imports"):
-            from aeservice.training import fit_and_evaluate, prepare
+            from aeservice.training import fit_and_evaluate, import_libraries, prepare
+
+            import_libraries(config)
         with phase("data"):
             prepared = prepare(config)
         if announce is not None:
