@@ -6,12 +6,14 @@ Runs, as whole processes in a throw-away folder (its own sqlite:///mlflow.db):
     aeservice train --model ae --dataset digits --latent-dim 2 --hidden 256,128 --epochs 100
                     --batch-size 64 --patience 0
     python ../shared/bench/plain_keras_ae.py 100     (the same net, epochs and batch, on TensorFlow)
+    the same training without tracking                (aeservice's own code: no MLflow, no figures)
 
 alternating which goes first, --repeats times each after one unmeasured warm-up run of each
 (the warm-up fills JAX's compilation cache and creates the tracking database, as any second run
 on a machine would find them; its time is printed as the cold start). Prints the median wall
 time and peak RSS of each, their ratios, and aeservice's own split of its time (from the `time:`
-line `train` prints). Usage:
+line `train` prints). What tracking adds to the command is the difference between the first and
+the third. Usage:
 
     python scripts/bench_training.py [--repeats 5] [--plain PATH] [--backend jax|tensorflow]
                                      [--extra "--activation relu --input-noise 0"]
@@ -36,6 +38,16 @@ DEFAULT_PLAIN = HERE.parent.parent / "shared" / "bench" / "plain_keras_ae.py"
 OURS = ["train", "--model", "ae", "--dataset", "digits", "--latent-dim", "2", "--hidden", "256,128",
         "--epochs", "100", "--batch-size", "64", "--patience", "0"]
 PHASE = re.compile(r"([a-z][a-z -]*?) ([0-9.]+) s")
+# `train` with the same options, minus MLflow and the figures; exits the way `train` does
+UNTRACKED = """
+import os, sys
+from aeservice.cli import config_from_options, train
+config = config_from_options({k: v for k, v in train.make_context("train", sys.argv[1:]).params.items() if k != "quiet"})
+from aeservice.training import fit_and_evaluate, import_libraries, prepare
+import_libraries(config)
+fit_and_evaluate(prepare(config))
+os._exit(0)
+"""
 
 
 class _Popen(subprocess.Popen):
@@ -102,12 +114,14 @@ def main() -> None:
         ours_env["JAX_COMPILATION_CACHE_DIR"] = str(cwd / "jax-cache")  # cold at first, like a new machine
         ours = [sys.executable, "-m", "aeservice", *OURS, *args.extra.split()]
         plain = [sys.executable, str(args.plain), "100"]
+        untracked = [sys.executable, "-c", UNTRACKED, *OURS[1:], *args.extra.split()]
         print("warm-up (cold start) runs ...", file=sys.stderr)
         cold_ours = measure(ours, cwd, ours_env)
         cold_plain = measure(plain, cwd, env)
-        results: dict[str, list[tuple[float, float, str]]] = {"aeservice": [], "plain": []}
+        measure(untracked, cwd, ours_env)
+        results: dict[str, list[tuple[float, float, str]]] = {"aeservice": [], "plain": [], "untracked": []}
         for i in range(args.repeats):
-            order = [("aeservice", ours, ours_env), ("plain", plain, env)]
+            order = [("aeservice", ours, ours_env), ("plain", plain, env), ("untracked", untracked, ours_env)]
             for label, cmd, cmd_env in (order if i % 2 == 0 else order[::-1]):
                 results[label].append(measure(cmd, cwd, cmd_env))
                 wall, peak, _ = results[label][-1]
@@ -143,6 +157,10 @@ def main() -> None:
     print(f"\ntracking on the training process's path: {tracking:.2f} s = {tracking / fit * 100:.0f}% of its fit "
           f"phase ({fit:.2f} s); per-epoch metrics inside the fit: "
           f"{phases.get('tracking in fit', 0.0):.2f} s")
+    bare = med["untracked"][0]
+    print(f"the same training without tracking (no MLflow, no figures): {bare:.2f} s, peak {med['untracked'][1]:.0f} MB; "
+          f"tracking adds {med['aeservice'][0] - bare:.2f} s = {(med['aeservice'][0] - bare) / bare * 100:.0f}% "
+          f"to the command")
     print(f"`aeservice --help`: {help_seconds():.2f} s (median of 5)")
 
 
