@@ -9,6 +9,7 @@ stream to it over a pipe and are written in batches. At the end this process sav
 the worker logs the final metrics and the pyfunc model while this process draws the figures,
 then logs those, with the very functions `train_run`'s `log_results` uses; it ends the run and
 answers with the run id. Where forking is not possible, `train_run` does it all in-process.
+The worker never imports Keras or its backend: a saved model loads from its numpy plans.
 
 The worker is told not to start a run until the data has loaded, so bad input leaves no run.
 """
