@@ -255,6 +255,11 @@ def test_a_loaded_model_answers_from_its_saved_plans_and_a_tampered_plan_falls_b
     assert "decoder_" in vars(fallback)  # the check failed: the Keras nets were loaded and planned afresh
     np.testing.assert_allclose(fallback.reconstruct(x), trained.reconstruct(x), rtol=1e-5, atol=1e-6)
 
+    (path / "plans.npz").unlink()  # as saved before plans were: Keras nets, planned at load
+    older = load_model(path)
+    assert "encoder_" in vars(older) and older.freeze() == {"encoder_": True, "decoder_": True}
+    np.testing.assert_allclose(older.reconstruct(x), trained.reconstruct(x), rtol=1e-5, atol=1e-6)
+
 
 def test_nets_with_other_layers_get_no_plan_and_plain_ones_match():
     import keras
