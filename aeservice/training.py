@@ -39,9 +39,10 @@ def import_libraries(config: TrainConfig) -> None:
     """Import Keras and its backend now if the kind trains with them (the model classes import
     without them; see `aeservice.models.keras_base`), so `train`'s time split counts the import
     as imports rather than as part of the fit."""
-    if config.model.model != "pca":
-        from aeservice.models.keras_base import keras_module
+    from aeservice.models import MODELS
+    from aeservice.models.keras_base import KerasAutoencoder, keras_module
 
+    if issubclass(MODELS.get(config.model.model, object), KerasAutoencoder):
         keras_module()
 
 

@@ -19,18 +19,6 @@ import numpy as np
 
 __all__ = ["ACTIVATIONS", "DensePlan", "dense_plan"]
 
-ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "linear": lambda v: v,
-    "relu": lambda v: np.maximum(v, 0),
-    "sigmoid": lambda v: 0.5 * (1 + np.tanh(0.5 * v)),  # = 1 / (1 + e^-v), without overflow
-    "tanh": np.tanh,
-    "softplus": lambda v: np.logaddexp(0, v),
-    "aeservice>gelu_tanh": lambda v: _gelu_tanh(v),
-    "elu": lambda v: np.where(v > 0, v, np.expm1(np.minimum(v, 0))),
-    "silu": lambda v: v * 0.5 * (1 + np.tanh(0.5 * v)),
-}
-
-
 _SQRT_2_OVER_PI = np.float32(np.sqrt(2 / np.pi))
 
 
@@ -47,6 +35,20 @@ def _gelu_tanh(v: np.ndarray) -> np.ndarray:
     out *= v
     out *= np.float32(0.5)
     return out
+
+
+ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "linear": lambda v: v,
+    "relu": lambda v: np.maximum(v, 0),
+    "sigmoid": lambda v: 0.5 * (1 + np.tanh(0.5 * v)),  # = 1 / (1 + e^-v), without overflow
+    "tanh": np.tanh,
+    "softplus": lambda v: np.logaddexp(0, v),
+    "aeservice>gelu_tanh": _gelu_tanh,
+    "elu": lambda v: np.where(v > 0, v, np.expm1(np.minimum(v, 0))),
+    "silu": lambda v: v * 0.5 * (1 + np.tanh(0.5 * v)),
+}
+
+
 
 
 def _activation_name(setting) -> str | None:
