@@ -1,4 +1,12 @@
-"""Model kinds behind one interface; MODELS maps each kind to its class (a new kind: one line)."""
+"""Model kinds behind one interface; MODELS maps each kind to its class.
+
+A new kind is its own module (a subclass of `Autoencoder` with its class attributes set), its
+import here and its line in MODELS; nothing else changes.
+
+Every list of kinds and every kind-specific check elsewhere (CLI choices, config validation, the
+tune search space, pruning, objectives, the main job's steps, comparison rows and colours, auto
+input noise) is read from MODELS and the class attributes of `Autoencoder`, when it is needed.
+"""
 from __future__ import annotations
 
 import json
@@ -6,14 +14,14 @@ from pathlib import Path
 
 from aeservice.config import ModelConfig
 from aeservice.errors import UserError
-from aeservice.models.base import Autoencoder, EpochCallback, resolve_latent_dim
+from aeservice.models.base import Autoencoder, EpochCallback, Searched, resolve_latent_dim
 from aeservice.models.dense import DenseAutoencoder, SparseAutoencoder
 from aeservice.models.keras_base import DivergedError
 from aeservice.models.pca import PCAModel
 from aeservice.models.vae import VariationalAutoencoder
 
-__all__ = ["Autoencoder", "DivergedError", "EpochCallback", "MODELS", "build_model", "load_model",
-           "resolve_latent_dim"]
+__all__ = ["Autoencoder", "DivergedError", "EpochCallback", "MODELS", "Searched", "build_model", "load_model",
+           "model_class", "resolve_latent_dim"]
 
 MODELS: dict[str, type[Autoencoder]] = {
     "pca": PCAModel,
@@ -23,10 +31,15 @@ MODELS: dict[str, type[Autoencoder]] = {
 }
 
 
+def model_class(kind: str) -> type[Autoencoder]:
+    """The class of a registered kind; a one-line UserError naming the kinds otherwise."""
+    if kind not in MODELS:
+        raise UserError(f"unknown model kind {kind!r}; choose one of {', '.join(MODELS)}")
+    return MODELS[kind]
+
+
 def build_model(config: ModelConfig, data_kind: str) -> Autoencoder:
-    if config.model not in MODELS:
-        raise UserError(f"unknown model kind {config.model!r}; choose one of {', '.join(MODELS)}")
-    return MODELS[config.model](config, data_kind)
+    return model_class(config.model)(config, data_kind)
 
 
 def load_model(path: str | Path) -> Autoencoder:

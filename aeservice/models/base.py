@@ -9,7 +9,7 @@ import dataclasses
 import json
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Callable, ClassVar, Sequence
+from typing import Callable, ClassVar, NamedTuple, Sequence
 
 import numpy as np
 
@@ -18,16 +18,33 @@ from aeservice.data.preprocess import Scaler, scaler_for, scaler_from_state
 from aeservice.errors import UserError
 from aeservice.sizes import Sizes, fit_sizes
 
-__all__ = ["Autoencoder", "EpochCallback", "resolve_latent_dim"]
+__all__ = ["Autoencoder", "EpochCallback", "Searched", "resolve_latent_dim"]
 
 # Called after every epoch with (epoch, logs); logs use aeservice's metric names
-# (loss, recon, kl, sparsity and their val_ twins). Models never know who listens.
+# (loss and the kind's `loss_terms`, such as recon and kl, and their val_ twins). Models never know who listens.
 EpochCallback = Callable[[int, dict], None]
 
 
 def resolve_latent_dim(config: ModelConfig, n_features: int) -> int:
     """The default is 2 (plottable) or the feature count when the data has fewer features."""
     return config.latent_dim if config.latent_dim is not None else min(2, n_features)
+
+
+class Searched(NamedTuple):
+    """One number `tune` searches for a kind, as plain data: `aeservice.tuning` makes the Optuna calls."""
+
+    name: str  # a ModelConfig field, or hidden_width / hidden_depth (searched in place of hidden)
+    low: float
+    high: float
+    log: bool = False
+    integer: bool = False
+    minimum: float = 0.0  # smallest value a narrowed range (--range) may reach
+    below_one: bool = False  # a rate: must stay under 1
+
+
+# The code size, searched by every kind. 32 is the top because larger codes stop being a compression
+# of the data sets this service is for; tune also caps it at the feature count and `max_latent_dim`.
+LATENT_SEARCH = Searched("latent_dim", 1, 32, log=True, integer=True, minimum=1)
 
 
 def _sizes_from(meta: dict, config: ModelConfig) -> Sizes:
@@ -40,7 +57,29 @@ def _sizes_from(meta: dict, config: ModelConfig) -> Sizes:
 
 
 class Autoencoder(ABC):
+    """A model kind. Besides the methods, the class says what the layers above need to know of it
+    (the CLI, tuning, the main job, comparison); each reads these through `aeservice.models.MODELS`,
+    so a new kind is its own module plus one line there."""
+
     kind: ClassVar[str]
+    description: ClassVar[str] = ""  # a few words for `--model` in --help ("pca baseline"); empty: the kind
+    # Trained in epochs by a network: the resolved sizes (hidden, epochs, batch, activation, input
+    # noise) apply, every epoch is reported, and tune can prune between epochs. False: one fit that
+    # reports once (logged without the *_used sizes).
+    trains_in_epochs: ClassVar[bool] = False
+    search: ClassVar[tuple[Searched, ...]] = (LATENT_SEARCH,)  # what tune searches, in suggestion order
+    # Loss terms in the epoch logs besides the total `loss` (and their val_ twins); the terms of the
+    # training graph's outputs, so tune can optimise them and the loss plot draws them.
+    loss_terms: ClassVar[tuple[str, ...]] = ("recon",)
+    extra_metrics: ClassVar[tuple[str, ...]] = ()  # names `evaluation_metrics` returns (logged as val_/test_<name>)
+    denoises_images: ClassVar[bool] = False  # auto input_noise > 0 on image data (aeservice.sizes)
+    # The settings that shape this kind: its row of the comparison table leaves the others blank.
+    comparison_params: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def max_latent_dim(cls, n_features: int, n_rows: int) -> int | None:
+        """The largest code this kind can learn from n_rows training rows of n_features; None: no bound."""
+        return None
 
     def __init__(self, config: ModelConfig, data_kind: str = "continuous"):
         self.config = config
@@ -51,6 +90,10 @@ class Autoencoder(ABC):
             verbose: int = 0) -> "Autoencoder":
         self.n_features_ = int(x_train.shape[1])
         self.latent_dim_ = resolve_latent_dim(self.config, self.n_features_)
+        bound = self.max_latent_dim(self.n_features_, len(x_train))
+        if bound is not None and self.latent_dim_ > bound:
+            raise UserError(f"{self.kind} latent_dim must be at most {bound} (features and training rows), "
+                            f"got {self.latent_dim_}")
         self.scaler_: Scaler = scaler_for(self.data_kind).fit(x_train)
         train = self.scaler_.transform(x_train)
         self.sizes_: Sizes = fit_sizes(self.config, train, self.data_kind, self.latent_dim_)

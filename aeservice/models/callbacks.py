@@ -5,6 +5,7 @@ Kept apart from `keras_base` so that the model classes import without Keras (see
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import keras
 
@@ -13,7 +14,7 @@ from aeservice.models.base import EpochCallback
 __all__ = ["MONITOR", "Relay", "ReduceLearningRate", "LR_FACTOR", "LR_PATIENCE_SHARE"]
 
 MONITOR = "val_loss_smoothed"
-_TERM_NAMES = {"loss": "loss", "recon_loss": "recon", "kl_loss": "kl", "sparsity_loss": "sparsity"}
+_SUFFIX = "_loss"  # Keras logs each named output's loss as <term>_loss: aeservice calls it <term>
 
 
 LR_FACTOR = 0.5  # halve the step size ...
@@ -37,9 +38,10 @@ class Relay(keras.callbacks.Callback):
     """Renames Keras logs to aeservice's metric names, records history, and stops on NaN."""
 
     def __init__(self, listeners: list[EpochCallback], history: dict[str, list[float]], smoothing: float,
-                 monitor_from: int):
+                 monitor_from: int, terms: Sequence[str] = ("recon",)):
         super().__init__()
         self.listeners, self.history, self.smoothing = listeners, history, smoothing
+        self.terms = tuple(terms)  # the kind's `loss_terms`: other outputs (the VAE's kl_term) are not logged
         self.monitor_from = monitor_from  # before it the objective is still changing: no memory
         self.smoothed: float | None = None
 
@@ -53,9 +55,11 @@ class Relay(keras.callbacks.Callback):
             logs[MONITOR] = self.smoothed
         out: dict[str, float] = {}
         for prefix in ("", "val_"):
-            for keras_name, name in _TERM_NAMES.items():
-                if prefix + keras_name in logs:
-                    out[prefix + name] = float(logs[prefix + keras_name])
+            if prefix + "loss" in logs:
+                out[prefix + "loss"] = float(logs[prefix + "loss"])
+            for term in self.terms:
+                if prefix + term + _SUFFIX in logs:
+                    out[prefix + term] = float(logs[prefix + term + _SUFFIX])
             if prefix + "recon" not in out and prefix + "loss" in out:  # single-term graphs
                 out[prefix + "recon"] = out[prefix + "loss"]
         for key, value in out.items():

@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from aeservice.models.base import Searched
 from aeservice.models.keras_base import KerasAutoencoder, keras_module
 from aeservice.models.mixture import fit_mixture, sample_mixture
 
@@ -18,6 +19,8 @@ class DenseAutoencoder(KerasAutoencoder):
     """MSE autoencoder; samples from a Gaussian mixture fitted to the training codes."""
 
     kind = "ae"
+    description = "dense ae"
+    denoises_images = True  # auto input noise on images (aeservice.sizes, IMAGE_ACTIVATION's note)
     code_activation: str | None = None  # linear code: no clipped or dead latent units
 
     def _build_encoder(self) -> keras.Model:
@@ -67,6 +70,13 @@ class SparseAutoencoder(DenseAutoencoder):
     """
 
     kind = "sparse"
+    description = "sparse ae"
+    search = KerasAutoencoder.search + (
+        Searched("l1", 1e-6, 1e-2, log=True),  # seed 002 used 1e-4
+        Searched("sparsity_weight", 1e-3, 1.0, log=True),  # fix --sparsity-weight 0 to leave the KL term off
+        Searched("sparsity_target", 0.01, 0.2, log=True, below_one=True))
+    loss_terms = ("recon", "sparsity")
+    comparison_params = KerasAutoencoder.comparison_params + ("l1", "sparsity_weight")
 
     @property
     def code_activation(self) -> str | None:

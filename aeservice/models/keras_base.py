@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from aeservice.errors import UserError
-from aeservice.models.base import Autoencoder, EpochCallback
+from aeservice.models.base import LATENT_SEARCH, Autoencoder, EpochCallback, Searched
 from aeservice.models.plan import DensePlan, dense_plan
 
 if TYPE_CHECKING:
@@ -86,6 +86,16 @@ class KerasAutoencoder(Autoencoder):
     # (VAE) validation loss is noisy, and one lucky epoch must not end training.
     val_smoothing: float = 0.0
 
+    # What every Keras kind shares (see Autoencoder): trained in epochs, the network searched as a
+    # first-layer width and a depth (hidden_width=128, hidden_depth=2 -> hidden 128,64).
+    trains_in_epochs = True
+    search = (LATENT_SEARCH,
+              Searched("hidden_width", 16, 256, log=True, integer=True, minimum=1),  # each next layer halves
+              Searched("hidden_depth", 1, 3, integer=True, minimum=1),
+              Searched("learning_rate", 1e-4, 1e-2, log=True),  # around Adam's 1e-3
+              Searched("weight_decay", 1e-7, 1e-3, log=True))
+    comparison_params = ("hidden", "epochs", "learning_rate", "weight_decay")
+
     def _schedule_callbacks(self) -> list[keras.callbacks.Callback]:
         """Callbacks that change the objective over epochs (the VAE's KL warm-up)."""
         return []
@@ -137,7 +147,7 @@ class KerasAutoencoder(Autoencoder):
         fused = fuse_epochs(model, (xv, val_targets) if one_val_batch else None)
         fused_validation = fused and one_val_batch
         keras_callbacks = [*self._schedule_callbacks(), Relay(callbacks, self.history_, self.val_smoothing,
-                                                               self._monitor_from_epoch())]
+                                                               self._monitor_from_epoch(), self.loss_terms)]
         if c.patience > 0:  # after the relay, which adds the smoothed monitor to the logs
             keras_callbacks.append(ReduceLearningRate(self._monitor_from_epoch(), c.patience))
             keras_callbacks.append(keras.callbacks.EarlyStopping(

@@ -5,8 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aeservice.errors import UserError
-from aeservice.models.base import Autoencoder, EpochCallback
+from aeservice.models.base import LATENT_SEARCH, Autoencoder, EpochCallback
 
 __all__ = ["PCAModel"]
 
@@ -15,14 +14,18 @@ class PCAModel(Autoencoder):
     """scikit-learn PCA for the fit; encode/decode are two matrix products on saved arrays."""
 
     kind = "pca"
+    description = "pca baseline"
+    trains_in_epochs = False  # one closed-form fit: no epochs to report or prune
+    search = (LATENT_SEARCH,)  # so the main job, which fixes the code size, fits it once as the baseline
+    comparison_params = ()  # no beta or hidden layers shaped a PCA
+
+    @classmethod
+    def max_latent_dim(cls, n_features: int, n_rows: int) -> int | None:
+        return min(n_features, n_rows)  # components: at most the rank of the training rows
 
     def _fit(self, x_train: np.ndarray, x_val: np.ndarray, callbacks: list[EpochCallback], verbose: int) -> None:
         from sklearn.decomposition import PCA
 
-        limit = min(x_train.shape)
-        if self.latent_dim_ > limit:
-            raise UserError(f"pca latent_dim must be at most {limit} (features and training rows), "
-                            f"got {self.latent_dim_}")
         pca = PCA(n_components=self.latent_dim_, svd_solver="full", random_state=self.config.seed).fit(x_train)
         self.components_, self.mean_ = pca.components_, pca.mean_
         self.explained_variance_ = pca.explained_variance_

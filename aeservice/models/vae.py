@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from aeservice.models.base import Searched
 from aeservice.models.keras_base import KerasAutoencoder, keras_module
 
 __all__ = ["VariationalAutoencoder"]
@@ -12,6 +13,12 @@ class VariationalAutoencoder(KerasAutoencoder):
     """encode gives the posterior mean; sample draws z from the N(0, I) prior."""
 
     kind = "vae"
+    description = "vae"
+    search = KerasAutoencoder.search + (
+        Searched("beta", 0.05, 5.0, log=True),)  # KL weight: from nearly an AE to a strongly regularised code
+    loss_terms = ("recon", "kl")
+    extra_metrics = ("elbo",)  # see evaluation_metrics
+    comparison_params = KerasAutoencoder.comparison_params + ("beta",)
     val_smoothing = 0.7  # its validation loss is a one-sample ELBO estimate: noisy
 
     def _warmup_epochs(self) -> int:
