@@ -12,8 +12,9 @@ from typing import Any, Callable
 import click
 
 from aeservice import sizes
-from aeservice.config import ACTIVATIONS, MODEL_KINDS, DataConfig, ModelConfig, TrainConfig, parse_hidden
+from aeservice.config import ACTIVATIONS, DataConfig, ModelConfig, TrainConfig, parse_hidden
 from aeservice.errors import UserError
+from aeservice.models import MODELS  # the classes only: Keras is imported when a model trains
 from aeservice.progress import progress_printer
 from aeservice.timing import phase, summary
 
@@ -57,11 +58,18 @@ def _whole(value: float, name: str) -> int:
     return int(float(value))
 
 
+def _kinds_help() -> str:
+    """'Model kind: pca baseline, dense ae, sparse ae, or vae.' from each class's description."""
+    words = [cls.description or kind for kind, cls in MODELS.items()]
+    listed = words[0] if len(words) == 1 else ", ".join(words[:-1]) + ", or " + words[-1]
+    return f"Model kind: {listed}."
+
+
 def _option_list() -> list[Callable]:
     m, d = _DEFAULT_MODEL, _DEFAULT_DATA
     return [
-        click.option("--model", "model", type=click.Choice(MODEL_KINDS), default=m.model, show_default=True,
-                     help="Model kind: pca baseline, dense ae, sparse ae, or vae."),
+        click.option("--model", "model", type=click.Choice(tuple(MODELS)), default=m.model, show_default=True,
+                     help=_kinds_help()),
         click.option("--dataset", default=d.dataset, show_default=True,
                      help="Built-in set (see `aeservice datasets`) or a path to .csv, .npy or .npz."),
         click.option("--latent-dim", type=_OrAuto(integer=True), default=None,
@@ -205,14 +213,15 @@ def train(quiet: bool, **options: Any) -> None:
         from aeservice.training import prepared_sizes
 
         d, sizes = prepared.dataset, prepared_sizes(prepared)
-        net = "" if config.model.model == "pca" else (
+        epochs = MODELS[config.model.model].trains_in_epochs  # else one fit, no net (PCA)
+        net = "" if not epochs else (
             f"; hidden {','.join(map(str, sizes.hidden)) or 'none'}, batch {sizes.batch_size}, "
             f"at most {sizes.epochs} epochs; {sizes.activation}"
             + (f", input noise {sizes.input_noise:g}" if sizes.input_noise else ""))
         click.echo(f"training {config.model.model} on {d.name} ({len(d.x)} rows x {d.n_features} features, "
                    f"{d.kind}){net}", err=True)
         if not quiet:
-            callbacks.append(progress_printer(1 if config.model.model == "pca" else sizes.epochs))  # PCA: one step
+            callbacks.append(progress_printer(sizes.epochs if epochs else 1))  # one fit: one step
     peak, worker_time = "", ""
     if worker.available():  # MLflow in a second process, on the other core
         run_id, _, result, tracker = worker.train_in_parallel(config, callbacks, announce)

@@ -35,7 +35,6 @@ HIDDEN = (256, 128)
 # 0.19x). The VAE's own sampling is its noise.
 IMAGE_ACTIVATION, CONTINUOUS_ACTIVATION = "gelu", "relu"
 NOISE_PER_UNEXPLAINED = 0.7
-DENOISED_KINDS = ("ae", "sparse")
 ESTIMATE_ROWS = 5000  # rows the unexplained RMS is estimated on: enough for a stable covariance
 
 
@@ -90,7 +89,14 @@ def resolve_sizes(config: ModelConfig, n_rows: int, data_kind: str = "continuous
 
 
 def _denoised(config: ModelConfig, data_kind: str) -> bool:
-    return data_kind == "image" and config.model in DENOISED_KINDS
+    return data_kind == "image" and config.model in denoised_kinds()
+
+
+def denoised_kinds() -> tuple[str, ...]:
+    """The kinds whose class says it denoises images (`Autoencoder.denoises_images`)."""
+    from aeservice.models import MODELS  # looked up when needed: aeservice.models imports this module
+
+    return tuple(kind for kind, cls in MODELS.items() if cls.denoises_images)
 
 
 def fit_sizes(config: ModelConfig, x: np.ndarray, data_kind: str, latent: int) -> Sizes:
@@ -105,5 +111,5 @@ def describe() -> dict[str, str]:
             "batch_size": f"~{BATCH_PER_SQRT_ROW:g} x sqrt(training rows) as a power of two in {MIN_BATCH}-{MAX_BATCH}",
             "epochs": f"{STEP_BUDGET} steps' worth, {MIN_EPOCHS}-{MAX_EPOCHS}",
             "activation": f"{IMAGE_ACTIVATION} for image data, {CONTINUOUS_ACTIVATION} otherwise",
-            "input_noise": f"for image data with {' or '.join(DENOISED_KINDS)}, {NOISE_PER_UNEXPLAINED:g}x the "
+            "input_noise": f"for image data with {' or '.join(denoised_kinds())}, {NOISE_PER_UNEXPLAINED:g}x the "
                            "per-feature RMS a PCA code of the same size leaves unexplained; 0 otherwise"}

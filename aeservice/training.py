@@ -13,7 +13,7 @@ from aeservice.config import TrainConfig
 from aeservice.data import Dataset, Split, load_dataset, split_dataset
 from aeservice.data.preprocess import scaler_for
 from aeservice.errors import UserError
-from aeservice.models import Autoencoder, EpochCallback, build_model, resolve_latent_dim
+from aeservice.models import Autoencoder, EpochCallback, build_model, model_class, resolve_latent_dim
 from aeservice.sizes import Sizes, fit_sizes, resolve_sizes
 
 __all__ = ["Prepared", "TrainResult", "import_libraries", "prepare", "prepared_sizes", "epoch_cap", "used_params", "fit_and_evaluate", "fit_rows", "evaluate"]
@@ -48,13 +48,16 @@ def import_libraries(config: TrainConfig) -> None:
 
 def prepare(config: TrainConfig, dataset: Dataset | None = None) -> Prepared:
     """Validate settings against the data so bad input fails before any run or epoch."""
+    model = model_class(config.model.model)
     config.validate()
     data = dataset if dataset is not None else load_dataset(config.data, config.model.seed)
     split = split_dataset(data, config.data, config.model.seed)
     latent = resolve_latent_dim(config.model, data.n_features)
-    if config.model.model == "pca" and latent > min(data.n_features, len(split.train)):
-        raise UserError(f"pca latent_dim must be at most the feature count ({data.n_features}) "
-                        f"for data set {data.name}, got {latent}")
+    bound = model.max_latent_dim(data.n_features, len(split.train))
+    if bound is not None and latent > bound:
+        limit = (f"the feature count ({data.n_features})" if bound == data.n_features
+                 else f"the training row count ({len(split.train)})" if bound == len(split.train) else str(bound))
+        raise UserError(f"{model.kind} latent_dim must be at most {limit} for data set {data.name}, got {latent}")
     return Prepared(config, data, split)
 
 
@@ -73,7 +76,7 @@ def epoch_cap(prepared: Prepared) -> int:
 def used_params(model: Autoencoder) -> dict[str, Any]:
     """The sizes the model resolved from the data (the config may say "auto"), as run params."""
     used: dict[str, Any] = {"latent_dim_used": model.latent_dim_}
-    if model.kind != "pca":  # PCA has no net, epochs or batches
+    if model.trains_in_epochs:  # else no net, epochs or batches (PCA)
         sizes = model.sizes_
         used.update(hidden_used=",".join(map(str, sizes.hidden)) or "none", epochs_used=sizes.epochs,
                     batch_size_used=sizes.batch_size, activation_used=sizes.activation,
@@ -95,6 +98,7 @@ def fit_rows(config: TrainConfig, x: np.ndarray, data_kind: str = "continuous",
     For callers that hold out their own test rows (benchmarks, notebooks): `val_fraction` of
     the rows, chosen by the seed, become the validation rows early stopping watches.
     """
+    model_class(config.model.model)
     config.validate()
     x = np.asarray(x, dtype=np.float64)
     x = x.reshape(-1, 1) if x.ndim == 1 else x

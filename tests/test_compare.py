@@ -20,8 +20,9 @@ from conftest import BIN, REPO, small_config, subprocess_env
 from aeservice.cli import main
 from aeservice.comparison import (COLUMNS, COMPARISON_TAG, compare, format_table, leaderboard, load_run_model,
                                   training_runs)
-from aeservice.config import MODEL_KINDS, DataConfig, ModelConfig, TrainConfig
+from aeservice.config import DataConfig, ModelConfig, TrainConfig
 from aeservice.errors import UserError
+from aeservice.models import MODELS
 from aeservice.tracking import mlflow_run, train_run
 from aeservice.tracking.comparison_plots import latent_spaces, reconstruction_grid, reconstruction_overlay
 from aeservice.training import evaluate, prepare
@@ -45,7 +46,7 @@ def store(module_tracking_uri, tmp_path_factory):
     for name in (EXP, "cmp-empty"):  # artifacts in tmp, not in ./mlruns of the working folder
         mlflow.create_experiment(name, artifact_location=(artifacts / name).as_uri())
     trained = {}
-    for kind in MODEL_KINDS:
+    for kind in MODELS:
         config = _config(kind)
         trained[train_run(prepare(config))[0]] = config
     # a tune-like parent: tagged like a model and carrying a val_mse no trial reached
@@ -109,7 +110,7 @@ def test_leaderboard_best_per_kind_sorted_by_test_mse(store):
     rows = leaderboard(training_runs(EXP))
     best = _expected_best(store)
     _check_rows(rows, set(best.values()))
-    assert {(r["dataset"], r["kind"]) for r in rows} == {("digits", k) for k in MODEL_KINDS} | {
+    assert {(r["dataset"], r["kind"]) for r in rows} == {("digits", k) for k in MODELS} | {
         ("two_gaussians", "pca"), ("two_gaussians", "ae")}
     by_kind = {(r["dataset"], r["kind"]): r for r in rows}
     assert by_kind["digits", "sparse"]["l1"] == "0.0001" and by_kind["digits", "ae"]["l1"] is None

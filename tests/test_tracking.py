@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import small_config
 
-from aeservice.config import MODEL_KINDS
+from aeservice.models import MODELS
 from aeservice.tracking import EpochMetrics, train_run
 from aeservice.training import prepare
 
@@ -21,14 +21,14 @@ PLOTS = {"loss_curves", "latent_space", "latent_sweep", "reconstructions", "samp
 @pytest.fixture(scope="module")
 def runs(module_tracking_uri):
     out = {}
-    for kind in MODEL_KINDS:
+    for kind in MODELS:
         prepared = prepare(small_config(kind, dataset="digits"))
         run_id, result = train_run(prepared)
         out[kind] = (run_id, result, prepared)
     return out
 
 
-@pytest.mark.parametrize("kind", MODEL_KINDS)
+@pytest.mark.parametrize("kind", tuple(MODELS))
 def test_run_has_params_tags_metrics_plots_and_input(runs, kind):
     run_id, result, prepared = runs[kind]
     run = mlflow.get_run(run_id)

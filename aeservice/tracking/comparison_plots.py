@@ -10,21 +10,22 @@ from typing import Mapping
 import matplotlib.pyplot as plt
 import numpy as np
 
-from aeservice.config import MODEL_KINDS
 from aeservice.data import Dataset, Split
-from aeservice.models import Autoencoder
+from aeservice.models import MODELS, Autoencoder
 from aeservice.tracking.plots import _scatter_labels, image_grid, label_palette, project_2d
 
 __all__ = ["test_mse_bars", "reconstruction_overlay", "reconstruction_grid", "latent_spaces",
            "comparison_figures", "MAX_OVERLAY_FEATURES"]
 
 MAX_OVERLAY_FEATURES = 3  # up to 3-D data is drawn as points (3-D via its 2 main directions)
-# One colour per kind in every figure (blue is the data's); kinds beyond these get the spares.
+# One colour per kind in every figure, by its place in aeservice.models.MODELS (blue is the
+# data's); kinds no longer registered get the colours after those.
 _COLOURS = ("tab:gray", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive")
 
 
 def _colour(kind: str, position: int) -> str:
-    index = MODEL_KINDS.index(kind) if kind in MODEL_KINDS else len(MODEL_KINDS) + position
+    kinds = list(MODELS)
+    index = kinds.index(kind) if kind in kinds else len(kinds) + position
     return _COLOURS[index % len(_COLOURS)]
 
 
