@@ -16,7 +16,7 @@ from conftest import BIN, REPO, subprocess_env
 
 from aeservice.config import DataConfig, ModelConfig, TrainConfig
 from aeservice.errors import UserError
-from aeservice.tuning import KIND_SPACES, PRUNERS, TuneSettings, default_storage, search_space, tune
+from aeservice.tuning import OPTION_PARAMS, PRUNERS, TuneSettings, default_storage, search_space, tune
 from aeservice.tuning.space import parse_ranges, suggest
 from aeservice.tuning.study import make_sampler, storage_url
 
@@ -271,11 +271,12 @@ def test_same_seed_proposes_the_same_trials_and_workers_differ():
 
 
 def test_search_space_table_and_defaults():
-    assert set(KIND_SPACES) == {"pca", "ae", "sparse", "vae"}
     from aeservice.cli import _PRUNERS
     from aeservice.models import MODELS
 
-    assert set(KIND_SPACES) == set(MODELS) and set(PRUNERS) == set(_PRUNERS)
+    assert set(MODELS) == {"pca", "ae", "sparse", "vae"} and set(PRUNERS) == set(_PRUNERS)
+    for kind, model in MODELS.items():  # every searched name can be fixed by an option
+        assert all(any(s.name in names for names in OPTION_PARAMS.values()) for s in model.search), kind
     assert "beta" in search_space("vae", 64) and "beta" not in search_space("ae", 64)
     assert {"l1", "sparsity_weight", "sparsity_target"} <= set(search_space("sparse", 64))
     assert list(search_space("pca", 3)) == ["latent_dim"]

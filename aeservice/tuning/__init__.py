@@ -7,8 +7,8 @@
 from __future__ import annotations
 
 from aeservice.tuning.runner import TuneResult, TuneSettings, tune
-from aeservice.tuning.space import KIND_SPACES, OPTION_PARAMS, parse_ranges, search_space
+from aeservice.tuning.space import OPTION_PARAMS, parse_ranges, search_space
 from aeservice.tuning.study import PRUNERS, default_storage
 
-__all__ = ["tune", "TuneSettings", "TuneResult", "KIND_SPACES", "OPTION_PARAMS", "PRUNERS", "parse_ranges",
+__all__ = ["tune", "TuneSettings", "TuneResult", "OPTION_PARAMS", "PRUNERS", "parse_ranges",
            "search_space", "default_storage"]

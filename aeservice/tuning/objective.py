@@ -21,13 +21,13 @@ import mlflow
 import optuna
 
 from aeservice.errors import UserError
-from aeservice.models import EpochCallback
+from aeservice.models import MODELS, EpochCallback
 from aeservice.tracking import train_run
 from aeservice.training import Prepared, TrainResult, epoch_cap, prepare
-from aeservice.tuning.space import KIND_SPACES, Param, apply_params, suggest
+from aeservice.tuning.space import Param, apply_params, suggest
 
-__all__ = ["ObjectiveSpec", "OBJECTIVES", "objective_spec", "pruning_callback", "TrialObjective",
-           "RUN_ID_ATTR"]
+__all__ = ["ObjectiveSpec", "FINAL_OBJECTIVES", "objectives", "objective_spec", "pruning_callback",
+           "TrialObjective", "RUN_ID_ATTR"]
 
 RUN_ID_ATTR = "mlflow_run_id"  # trial user attribute: the child run that trained it
 
@@ -39,8 +39,16 @@ class ObjectiveSpec:
     name: str
     direction: str  # minimize | maximize
     signal: Signal  # per-epoch stand-in reported to the pruner (same direction as the objective)
-    kinds: tuple[str, ...] = tuple(KIND_SPACES)
+    # What a kind must log for it: an entry of its `extra_metrics` (final) or `loss_terms` (per
+    # epoch); None: every kind logs it.
+    needs: str | None = None
     final: bool = True  # a final metric of the run; False: a per-epoch metric, best epoch counts
+
+    def logged_by(self, kind: str) -> bool:
+        model = MODELS.get(kind)
+        if model is None:
+            return False
+        return self.needs is None or self.needs in (model.extra_metrics if self.final else model.loss_terms)
 
 
 def _recon(logs: dict) -> float | None:
@@ -56,37 +64,42 @@ def _neg_elbo_free(logs: dict) -> float | None:  # -(recon + kl): the ELBO whate
 # Final metrics a study can optimise. Each trial reports its per-epoch validation reconstruction
 # term (what val_mse measures at the end) so the pruner compares like with like across trials;
 # for the ELBO it reports recon + KL without beta, since beta itself is searched.
-OBJECTIVES: dict[str, ObjectiveSpec] = {s.name: s for s in (
+FINAL_OBJECTIVES: dict[str, ObjectiveSpec] = {s.name: s for s in (
     ObjectiveSpec("val_mse", "minimize", _recon),
     ObjectiveSpec("test_mse", "minimize", _recon),
     ObjectiveSpec("explained_variance", "maximize", lambda logs: None if _recon(logs) is None else -_recon(logs)),
-    ObjectiveSpec("val_elbo", "maximize", _neg_elbo_free, kinds=("vae",)),
-    ObjectiveSpec("test_elbo", "maximize", _neg_elbo_free, kinds=("vae",)),
+    ObjectiveSpec("val_elbo", "maximize", _neg_elbo_free, needs="elbo"),
+    ObjectiveSpec("test_elbo", "maximize", _neg_elbo_free, needs="elbo"),
 )}
 
-# Per-epoch metrics (lower is better) that may also be the objective: the best epoch's value counts.
-_EPOCH_TERMS: dict[str, tuple[str, ...]] = {"loss": tuple(KIND_SPACES), "recon": tuple(KIND_SPACES),
-                                            "kl": ("vae",), "sparsity": ("sparse",)}
-for _term, _kinds in _EPOCH_TERMS.items():
-    for _name in (_term, f"val_{_term}"):
-        OBJECTIVES[_name] = ObjectiveSpec(_name, "minimize", lambda logs, n=_name: logs.get(n), kinds=_kinds,
-                                          final=False)
+
+def objectives() -> dict[str, ObjectiveSpec]:
+    """The final metrics, then the per-epoch metrics (lower is better) that may also be the
+    objective, the best epoch's value counting: `loss` and every registered kind's loss terms."""
+    table = dict(FINAL_OBJECTIVES)
+    terms = dict.fromkeys(term for model in MODELS.values() for term in model.loss_terms)
+    for term in ("loss", *terms):
+        for name in (term, f"val_{term}"):
+            table[name] = ObjectiveSpec(name, "minimize", lambda logs, n=name: logs.get(n),
+                                        needs=None if term == "loss" else term, final=False)
+    return table
 
 
 def objective_spec(name: str, kind: str, direction: str | None = None) -> ObjectiveSpec:
     """The objective `name` for model `kind`; `direction` overrides the table's (for odd uses)."""
-    if name not in OBJECTIVES:
-        raise UserError(f"unknown objective {name!r}; choose one of {', '.join(OBJECTIVES)}")
-    spec = OBJECTIVES[name]
-    if kind not in spec.kinds:
+    table = objectives()
+    if name not in table:
+        raise UserError(f"unknown objective {name!r}; choose one of {', '.join(table)}")
+    spec = table[name]
+    if not spec.logged_by(kind):
         raise UserError(f"objective {name} is not logged by model {kind}; "
-                        f"choose one of {', '.join(n for n, s in OBJECTIVES.items() if kind in s.kinds)}")
+                        f"choose one of {', '.join(n for n, s in table.items() if s.logged_by(kind))}")
     if direction is None or direction == spec.direction:
         return spec
     if direction not in ("minimize", "maximize"):
         raise UserError(f"direction must be minimize or maximize, got {direction!r}")
     flipped = lambda logs, f=spec.signal: None if f(logs) is None else -f(logs)  # noqa: E731
-    return ObjectiveSpec(spec.name, direction, flipped, spec.kinds, spec.final)
+    return ObjectiveSpec(spec.name, direction, flipped, spec.needs, spec.final)
 
 
 def objective_value(spec: ObjectiveSpec, result: TrainResult) -> float:
@@ -122,7 +135,7 @@ class TrialObjective:
     def __init__(self, prepared: Prepared, space: Mapping[str, Param], spec: ObjectiveSpec, study_name: str,
                  prune: bool = True, callbacks: Sequence[EpochCallback] = ()):
         self.prepared, self.space, self.spec = prepared, dict(space), spec
-        self.study_name, self.prune = study_name, prune and KIND_SPACES[prepared.config.model.model].prunable
+        self.study_name, self.prune = study_name, prune and MODELS[prepared.config.model.model].trains_in_epochs
         self.callbacks = list(callbacks)  # more epoch listeners, e.g. the Ctrl-C check
 
     def __call__(self, trial: optuna.Trial) -> float:

@@ -69,7 +69,8 @@ def tune(config: TrainConfig, settings: TuneSettings | None = None, progress: bo
     settings = settings or TuneSettings()
     prepared = prepare(config)
     kind = config.model.model
-    space = search_space(kind, prepared.dataset.n_features, settings.fixed, settings.ranges)
+    space = search_space(kind, prepared.dataset.n_features, settings.fixed, settings.ranges,
+                         n_rows=len(prepared.split.train))
     if not space:
         raise UserError(f"nothing to search: every parameter model {kind} searches is fixed "
                         f"({', '.join(o for o in OPTION_PARAMS if o in settings.fixed)}); use `train` instead")

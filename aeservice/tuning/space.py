@@ -1,24 +1,26 @@
-"""What `tune` searches for each model kind, in one table.
+"""What `tune` searches for each model kind: the kind's own `search` specs, made into Optuna calls.
 
-Every searched value is a field of `ModelConfig` except the hidden layers, which are searched as
-a width and a depth (`hidden_width=128, hidden_depth=2` -> hidden (128, 64)): a few numbers
-TPE models well, instead of a combinatorial list of layer sizes. The latent size's upper end
+Each model class lists what it searches and over which ranges as plain data
+(`aeservice.models.Searched`; see `Autoencoder.search`): models know nothing of Optuna. Every
+searched value is a field of `ModelConfig` except the hidden layers, which are searched as a
+width and a depth (`hidden_width=128, hidden_depth=2` -> hidden (128, 64)): a few numbers TPE
+models well, instead of a combinatorial list of layer sizes. The latent size's upper end
 depends on the data, so the space is built once the data is loaded.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from aeservice.config import TrainConfig
 from aeservice.errors import UserError
+from aeservice.models import MODELS, Searched
 
-__all__ = ["Param", "KindSpace", "KIND_SPACES", "OPTION_PARAMS", "MAX_LATENT", "search_space", "suggest",
-           "apply_params", "default_params", "parse_ranges", "describe"]
-
-MAX_LATENT = 32  # larger codes stop being a compression of the data sets this service is for
+__all__ = ["Param", "OPTION_PARAMS", "searched_names", "search_space", "suggest", "apply_params",
+           "default_params", "parse_ranges", "describe"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,10 @@ class Param:
     minimum: float = 0.0  # smallest value a narrowed range may reach
     below_one: bool = False  # a rate: must stay under 1
 
+    @classmethod
+    def of(cls, spec: Searched) -> "Param":
+        return cls(**spec._asdict())
+
     def suggest(self, trial) -> Any:
         if self.integer:
             return trial.suggest_int(self.name, int(self.low), int(self.high), log=self.log)
@@ -43,34 +49,10 @@ class Param:
         return f"{fmt(self.low)}..{fmt(self.high)}" + (" log" if self.log else "")
 
 
-@dataclass(frozen=True)
-class KindSpace:
-    params: tuple[str, ...]  # names in PARAMS, in suggestion order
-    prunable: bool = True  # trained in epochs, so there is something to prune between them
+def searched_names() -> tuple[str, ...]:
+    """Every name some registered kind searches, in registry order (what --range accepts)."""
+    return tuple(dict.fromkeys(spec.name for cls in MODELS.values() for spec in cls.search))
 
-
-_NET = ("latent_dim", "hidden_width", "hidden_depth", "learning_rate", "weight_decay")
-
-# The one place that says what each kind searches. A fifth kind adds one line.
-KIND_SPACES: dict[str, KindSpace] = {
-    "pca": KindSpace(("latent_dim",), prunable=False),  # one closed-form fit: no epochs to prune
-    "ae": KindSpace(_NET),
-    "sparse": KindSpace(_NET + ("l1", "sparsity_weight", "sparsity_target")),
-    "vae": KindSpace(_NET + ("beta",)),
-}
-
-# Default ranges; latent_dim's high end is set from the data by `search_space`.
-PARAMS: dict[str, Param] = {p.name: p for p in (
-    Param("latent_dim", 1, MAX_LATENT, log=True, integer=True, minimum=1),
-    Param("hidden_width", 16, 256, log=True, integer=True, minimum=1),  # first layer; each next one halves
-    Param("hidden_depth", 1, 3, integer=True, minimum=1),
-    Param("learning_rate", 1e-4, 1e-2, log=True),  # around Adam's 1e-3
-    Param("weight_decay", 1e-7, 1e-3, log=True),
-    Param("beta", 0.05, 5.0, log=True),  # KL weight: from nearly an AE to a strongly regularised code
-    Param("l1", 1e-6, 1e-2, log=True),  # seed 002 used 1e-4
-    Param("sparsity_weight", 1e-3, 1.0, log=True),  # fix --sparsity-weight 0 to leave the KL term off
-    Param("sparsity_target", 0.01, 0.2, log=True, below_one=True),
-)}
 
 # CLI option (ModelConfig field) -> the searched names it fixes when given explicitly.
 OPTION_PARAMS: dict[str, tuple[str, ...]] = {
@@ -86,36 +68,42 @@ OPTION_PARAMS: dict[str, tuple[str, ...]] = {
 
 
 def search_space(kind: str, n_features: int, fixed: Sequence[str] = (),
-                 ranges: Mapping[str, tuple[float, float]] | None = None) -> dict[str, Param]:
+                 ranges: Mapping[str, tuple[float, float]] | None = None,
+                 n_rows: int | None = None) -> dict[str, Param]:
     """The params searched for `kind` on data with `n_features`, minus `fixed` options, with `ranges` applied.
 
     `fixed` holds option names (`latent_dim`, `hidden`, `beta`, ...); `ranges` maps searched names
-    to (low, high). Raises UserError for a range on a name the kind does not search or that is fixed.
+    to (low, high). latent_dim's default top is at most the feature count and the kind's
+    `max_latent_dim` for `n_rows` training rows (None: the rows set no bound). Raises UserError
+    for a range on a name the kind does not search, that is fixed, or that passes that bound.
     """
-    if kind not in KIND_SPACES:
-        raise UserError(f"no search space for model kind {kind!r}; known: {', '.join(KIND_SPACES)}")
+    if kind not in MODELS:
+        raise UserError(f"no search space for model kind {kind!r}; known: {', '.join(MODELS)}")
+    model = MODELS[kind]
     unknown = [name for name in fixed if name not in OPTION_PARAMS]
     if unknown:
         raise UserError(f"cannot fix {', '.join(unknown)}: tune searches only {', '.join(OPTION_PARAMS)}")
     removed = {p for name in fixed for p in OPTION_PARAMS[name]}
-    latent_high = max(1, min(n_features, MAX_LATENT))
+    bound = model.max_latent_dim(n_features, sys.maxsize if n_rows is None else n_rows)
+    searched = [spec.name for spec in model.search]
     space: dict[str, Param] = {}
-    for name in KIND_SPACES[kind].params:
-        param = PARAMS[name]
-        if name == "latent_dim":
-            param = dataclasses.replace(param, high=latent_high, log=latent_high >= 8)
-        if name not in removed:
-            space[name] = param
+    for spec in model.search:
+        param = Param.of(spec)
+        if spec.name == "latent_dim":
+            high = max(1, int(min(spec.high, n_features, spec.high if bound is None else bound)))
+            param = dataclasses.replace(param, high=high, log=high >= 8)
+        if spec.name not in removed:
+            space[spec.name] = param
     for name, (low, high) in (ranges or {}).items():
-        if name not in KIND_SPACES[kind].params:
+        if name not in searched:
             raise UserError(f"--range {name}: model {kind} does not search {name}; "
-                            f"it searches {', '.join(KIND_SPACES[kind].params)}")
+                            f"it searches {', '.join(searched)}")
         if name in removed:
             option = next(o for o, ps in OPTION_PARAMS.items() if name in ps)
             raise UserError(f"--range {name}: {name} is fixed by --{option.replace('_', '-')}; give one or the other")
         space[name] = _narrow(space[name], low, high)
-    if kind == "pca" and "latent_dim" in space and space["latent_dim"].high > n_features:
-        raise UserError(f"--range latent_dim: pca can have at most {n_features} components on this data, "
+    if bound is not None and "latent_dim" in space and space["latent_dim"].high > bound:
+        raise UserError(f"--range latent_dim: {kind} can have at most {bound} components on this data, "
                         f"got up to {int(space['latent_dim'].high)}")
     return space
 
@@ -194,8 +182,8 @@ def parse_ranges(texts: Sequence[str]) -> dict[str, tuple[float, float]]:
             except ValueError:
                 raise UserError(f"--range {name.strip()}: LO and HI must be numbers, got {bounds!r}") from None
             name = name.strip().replace("-", "_")
-            if name not in PARAMS:
-                raise UserError(f"--range: unknown name {name!r}; searched names are {', '.join(PARAMS)}")
+            if name not in searched_names():
+                raise UserError(f"--range: unknown name {name!r}; searched names are {', '.join(searched_names())}")
             out[name] = (low, high)
     return out
 
