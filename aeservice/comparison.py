@@ -28,6 +28,7 @@ from mlflow.entities import Run
 
 from aeservice.config import TrainConfig
 from aeservice.errors import UserError
+from aeservice.models import MODELS  # the classes only: Keras is not imported with them
 
 if TYPE_CHECKING:
     from aeservice.models import Autoencoder
@@ -35,24 +36,24 @@ if TYPE_CHECKING:
 # Keras/TensorFlow (models, training, tracking) and matplotlib are imported where the figures and
 # the report are made, so the table and a wrong experiment name come back without starting them.
 
-__all__ = ["COMPARISON_TAG", "METRICS", "PARAMS", "COLUMNS", "KIND_PARAMS", "ComparisonReport",
+__all__ = ["COMPARISON_TAG", "METRICS", "PARAMS", "COLUMNS", "kind_params", "ComparisonReport",
            "training_runs", "leaderboard", "format_table", "to_markdown", "to_csv", "load_run_model",
            "compare"]
 
 COMPARISON_TAG = "aeservice.comparison"  # marks our own report runs (never candidates)
-METRICS = ("val_mse", "test_mse", "explained_variance", "test_elbo")
+# Every kind's metrics, then the test_ value of each kind's own (`extra_metrics`: the VAE's test_elbo).
+METRICS = ("val_mse", "test_mse", "explained_variance",
+           *dict.fromkeys(f"test_{name}" for model in MODELS.values() for name in model.extra_metrics))
 PARAMS = ("hidden", "epochs", "learning_rate", "beta", "l1", "sparsity_weight", "weight_decay")
 COLUMNS = ("kind", "dataset", "latent_dim", *METRICS, *PARAMS, "run_id")
 
-# The settings that shape each kind; the rest are left blank in its row, so the table does not
-# suggest that a beta shaped a PCA. A kind missing here shows every parameter.
-_NETWORK = ("hidden", "epochs", "learning_rate", "weight_decay")
-KIND_PARAMS: dict[str, tuple[str, ...]] = {
-    "pca": (),
-    "ae": _NETWORK,
-    "sparse": _NETWORK + ("l1", "sparsity_weight"),
-    "vae": _NETWORK + ("beta",),
-}
+
+def kind_params(kind: str) -> tuple[str, ...]:
+    """The settings that shape a kind (`Autoencoder.comparison_params`); the rest are left blank in
+    its row, so the table does not suggest that a beta shaped a PCA. A kind no longer registered
+    (an old run's) shows every parameter."""
+    return MODELS[kind].comparison_params if kind in MODELS else PARAMS
+
 
 # Shorter headers for the terminal, where every column has to fit in one line.
 _SHORT = {"latent_dim": "latent", "explained_variance": "expl_var", "learning_rate": "lr",
@@ -127,7 +128,7 @@ def _used(params: dict[str, str], name: str) -> str | None:
 
 def _row(run: Run) -> Row:
     params, metrics, kind = run.data.params, run.data.metrics, run.data.tags["model"]
-    used = KIND_PARAMS.get(kind, PARAMS)
+    used = kind_params(kind)
     return {
         "kind": kind,
         "dataset": _dataset_of(run),

@@ -1,4 +1,6 @@
-"""The main job: the PCA baseline, tuned AE, sparse AE and VAE, each registered, then compared.
+"""The main job: every registered kind (the PCA baseline, tuned AE, sparse AE and VAE), each
+registered, then compared. A kind with nothing to search once the code size is fixed (PCA) is
+fitted once; every other kind is tuned.
 
 Every step is a nested MLflow run under one `main` run. A finished step is tagged with a key
 made of its settings and the code version; running again with the same key reuses that run
@@ -19,12 +21,13 @@ import mlflow
 
 import aeservice
 from aeservice.config import TrainConfig
+from aeservice.models import MODELS
 from aeservice.tracking import mlflow_run, train_run
 from aeservice.training import prepare
 
-__all__ = ["PipelineSettings", "PipelineResult", "StepResult", "code_version", "run_pipeline", "KINDS"]
+__all__ = ["PipelineSettings", "PipelineResult", "StepResult", "code_version", "run_pipeline", "kinds", "tuned"]
 
-KINDS = ("pca", "ae", "sparse", "vae")  # pca is the baseline; the others are tuned
+FIXED = ("latent_dim",)  # the kinds are compared at one code size, like the baseline
 STEP_TAG = "aeservice.step"  # which step a run is (main, pca, ae, sparse, vae)
 KEY_TAG = "aeservice.step_key"  # set only when a step finished: what reuse looks for
 BEST_RUN_TAG = "aeservice.best_run_id"  # the training run a step's model comes from
@@ -65,9 +68,22 @@ def code_version() -> str:
     return digest.hexdigest()[:16]
 
 
-def step_key(kind: str, config: TrainConfig, settings: PipelineSettings, version: str) -> str:
+def kinds() -> tuple[str, ...]:
+    """The steps, one per registered kind in registry order (the baseline, pca, first)."""
+    return tuple(MODELS)
+
+
+def tuned(kind: str, n_features: int) -> bool:
+    """Whether the job tunes `kind`: it searches something besides the fixed code size."""
+    from aeservice.tuning.space import search_space
+
+    return bool(search_space(kind, n_features, fixed=FIXED))
+
+
+def step_key(kind: str, config: TrainConfig, settings: PipelineSettings, version: str,
+             tuned_step: bool = True) -> str:
     payload = {"step": kind, "config": config.flatten(), "version": version,
-               "n_trials": None if kind == "pca" else settings.n_trials}
+               "n_trials": settings.n_trials if tuned_step else None}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
@@ -133,26 +149,26 @@ def run_pipeline(base: TrainConfig, settings: PipelineSettings,
             echo(f"runs go to experiment {base.experiment!r}; this mlflow run links to it (tag aeservice.main_run_id)")
         experiment_id = parent.info.experiment_id
         mlflow.log_params({"code_version": version, "n_trials": settings.n_trials, "force": settings.force})
-        for kind in KINDS:
+        for kind in kinds():
             config = replace(base, model=replace(base.model, model=kind))
-            key = step_key(kind, config, settings, version)
+            tune_it = tuned(kind, prepared.dataset.n_features)
+            key = step_key(kind, config, settings, version, tune_it)
             done = None if settings.force else _finished(experiment_id, key)
             if done is not None:
                 run_id, model_run_id = done.info.run_id, done.data.tags.get(BEST_RUN_TAG, done.info.run_id)
                 echo(f"[{kind}] reusing finished run {run_id} (same settings and code)")
-            elif kind == "pca":
+            elif not tune_it:
                 echo(f"[{kind}] fitting the baseline")
                 run_id, _ = train_run(prepare(config, prepared.dataset), nested=True, tags={STEP_TAG: kind})
                 model_run_id = run_id
             else:
                 echo(f"[{kind}] tuning: {settings.n_trials} trials of at most {config.model.epochs} epochs")
-                # latent_dim stays fixed: the kinds are compared at one code size, like the baseline
-                tuned = tune(config, TuneSettings(n_trials=settings.n_trials, storage=settings.storage,
+                study = tune(config, TuneSettings(n_trials=settings.n_trials, storage=settings.storage,
                                                   study_name=f"main-{dataset}-{kind}-{key[:8]}",
-                                                  fixed=("latent_dim",)), nested=True)
-                if tuned.best_run_id is None:
-                    raise RuntimeError(f"no {kind} trial finished; see the tune run {tuned.parent_run_id}")
-                run_id, model_run_id = tuned.parent_run_id, tuned.best_run_id
+                                                  fixed=FIXED), nested=True)
+                if study.best_run_id is None:
+                    raise RuntimeError(f"no {kind} trial finished; see the tune run {study.parent_run_id}")
+                run_id, model_run_id = study.parent_run_id, study.best_run_id
             if done is None:  # only now is the step finished: mark it for reuse
                 client = mlflow.MlflowClient()
                 client.set_tag(run_id, STEP_TAG, kind)

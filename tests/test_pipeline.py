@@ -9,7 +9,7 @@ from conftest import BIN, REPO, subprocess_env
 
 from aeservice.cli import main
 from aeservice.config import DataConfig, ModelConfig, TrainConfig
-from aeservice.pipeline import KINDS, PipelineSettings, code_version, run_pipeline
+from aeservice.pipeline import PipelineSettings, code_version, kinds, run_pipeline
 
 
 def _config(experiment: str) -> TrainConfig:
@@ -25,7 +25,7 @@ def _training_runs(experiment: str) -> list:
 def test_second_run_reuses_every_step_and_force_runs_anew(tracking_uri, tmp_path):
     settings = PipelineSettings(n_trials=1, storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     first = run_pipeline(_config("pipe"), settings, echo=lambda line: None)
-    assert [s.kind for s in first.steps] == list(KINDS) and not any(s.reused for s in first.steps)
+    assert [s.kind for s in first.steps] == list(kinds()) and not any(s.reused for s in first.steps)
     client = mlflow.MlflowClient()
     for step in first.steps:
         assert step.registered_as == f"curve3d-{step.kind}"
@@ -88,5 +88,5 @@ def test_mlflow_run_main_entry_point_logs_into_the_aeservice_experiment(tracking
     launcher = mlflow.search_runs(experiment_names=["Default"], output_format="list")
     assert [r.data.tags.get("aeservice.main_run_id") for r in launcher] == [parent.info.run_id]
     client = mlflow.MlflowClient()
-    for kind in KINDS:
+    for kind in kinds():
         assert client.get_model_version_by_alias(f"two_gaussians-{kind}", "champion")

@@ -33,8 +33,9 @@ def _margins(fig: plt.Figure, left: float = 0.8, right: float = 0.2, bottom: flo
 
 
 def loss_curves(history: dict[str, list[float]]) -> plt.Figure:
-    # a term equal to the loss (the plain AE's recon) would repeat its panel
-    terms = [k for k in ("loss", "recon", "kl", "sparsity") if k in history
+    # the loss, then each term the kind logs (Autoencoder.loss_terms); a term equal to the loss
+    # (the plain AE's recon) would repeat its panel
+    terms = [k for k in ("loss", *(k for k in history if k != "loss" and not k.startswith("val_"))) if k in history
              and (k == "loss" or not np.allclose(history[k], history["loss"], rtol=1e-6, atol=0))]
     fig, axes = plt.subplots(1, len(terms), figsize=(4 * len(terms), 3.2), squeeze=False)
     for ax, term in zip(axes[0], terms):
