@@ -67,7 +67,7 @@ PARAMS: dict[str, Param] = {p.name: p for p in (
     Param("learning_rate", 1e-4, 1e-2, log=True),  # around Adam's 1e-3
     Param("weight_decay", 1e-7, 1e-3, log=True),
     Param("beta", 0.05, 5.0, log=True),  # KL weight: from nearly an AE to a strongly regularised code
-    Param("l1", 1e-6, 1e-2, log=True),  # seed 002 used 1e-4
+    Param("l1", 1e-6, 1e-2, log=True),  # around train's default 1e-4
     Param("sparsity_weight", 1e-3, 1.0, log=True),  # fix --sparsity-weight 0 to leave the KL term off
     Param("sparsity_target", 0.01, 0.2, log=True, below_one=True),
 )}
