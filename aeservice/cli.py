@@ -482,7 +482,7 @@ def run() -> None:
     """The console script: `main`, then a quick exit once everything is written.
 
     After a train, interpreter teardown (finalising Keras, JAX/XLA, MLflow and SQLAlchemy
-    modules) took 1.5 s of a 13 s command, and nothing is left to write by then: runs have ended
+    modules) takes over a second, and nothing is left to write by then: runs have ended
     (their metrics written) and files are closed. So exit hooks run, streams are
     flushed, and the process ends without the module teardown. Tests call `main` in-process.
     """

@@ -26,7 +26,7 @@ CHALLENGER = "challenger"  # newest: what one would A/B test against the champio
 METRIC = "val_mse"  # lower is better; every model kind logs it in the data's own units
 SOURCE_RUN_TAG = "source_run_id"
 # aeservice.tracking.MODEL_ARTIFACT (a test keeps them equal); not imported, because importing
-# tracking loads TensorFlow and `register` needs nothing but the MLflow client.
+# tracking loads the training and model code, and `register` needs nothing but the MLflow client.
 MODEL_ARTIFACT = "model"
 
 

@@ -65,7 +65,7 @@ def _wait(proc: subprocess.Popen, port: int, log: Path, timeout: float) -> None:
 
 def _stop(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)  # its own session: the mlflow CLI and its uvicorn
+        os.killpg(proc.pid, signal.SIGTERM)  # its own process group: the mlflow CLI and its uvicorn
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Wall time and peak memory of `aeservice train` against the seeds' plain Keras script.
+"""Wall time and peak memory of `aeservice train` against a plain Keras script of the same net.
 
 Runs, as whole processes in a throw-away folder (its own sqlite:///mlflow.db):
 

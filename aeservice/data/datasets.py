@@ -52,17 +52,17 @@ class _Builtin:
 
 BUILTIN: dict[str, _Builtin] = {
     "curve3d": _Builtin(synthetic.curve3d, 1000, 0.1, "continuous", False,
-                        "3-D points near a curved 2-D sheet (seed 000)"),
+                        "points near a curved 2-D sheet in 3-D, with noise"),
     "normal1d": _Builtin(synthetic.normal1d, 1000, 10.0, "continuous", False,
-                         "1-D draws of N(100, noise) in raw units (seed 001)"),
+                         "draws of N(100, 10) in raw units (--noise sets the std)"),
     "scurve": _Builtin(synthetic.scurve, 1000, 0.01, "continuous", False,
-                       "a 1-D S-shaped curve embedded in 2-D (seed 003)"),
+                       "a 1-D S-shaped curve in 2-D, with noise"),
     "two_gaussians": _Builtin(synthetic.two_gaussians, 2000, 1.0, "continuous", True,
-                              "two correlated 2-D Gaussians (seed 004)"),
+                              "two correlated 2-D Gaussians, labelled by cluster"),
     "digits": _Builtin(None, 1797, 0.0, "image", True,
                        "scikit-learn's bundled 8x8 digits, 1797 images with labels"),
     "mnist": _Builtin(None, 70000, 0.0, "image", True,
-                      "Keras MNIST 28x28 (needs a cached copy or internet)"),
+                      "Keras MNIST 28x28 images (needs a copy at ~/.keras/datasets/mnist.npz)"),
 }
 
 

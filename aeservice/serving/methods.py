@@ -102,7 +102,7 @@ def warm_up(model: Autoencoder) -> None:
 
     A net without a numpy plan runs Keras' compiled inference step, which is traced on first use
     and once more for a second batch size before it generalizes to any size: doing that here
-    keeps 30-60 ms of tracing out of the first requests a server answers.
+    keeps tens of milliseconds of tracing out of the first requests a server answers.
     """
     data, latent = np.zeros((2, model.n_features_)), np.zeros((2, model.latent_dim_))
     for rows in (1, 2):

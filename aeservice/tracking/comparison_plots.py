@@ -44,7 +44,7 @@ def test_mse_bars(test_mse: Mapping[str, float], dataset: str) -> plt.Figure:
 
 
 def reconstruction_overlay(models: Mapping[str, Autoencoder], split: Split, dataset: str) -> plt.Figure:
-    """The test data with every kind's reconstruction drawn over it, in one picture (seed 004)."""
+    """The test data with every kind's reconstruction drawn over it, in one picture."""
     x = split.test
     fig, ax = plt.subplots(figsize=(6.5, 5))
     if x.shape[1] == 1:

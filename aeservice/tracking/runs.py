@@ -74,8 +74,8 @@ def mlflow_run(experiment: str | None, nested: bool = False, tags: dict | None =
 class EpochMetrics:
     """Per-epoch metrics, written in batches: one SQLite commit per second of training at most.
 
-    One commit per epoch cost ~12 ms, more than a fused epoch on digits takes to train; MLflow's
-    asynchronous queue only moved those commits to the end of the run (0.5 s of `end_run`).
+    One commit per epoch costs more than a fused epoch on digits takes to train, and MLflow's
+    asynchronous queue only moves those commits to the end of the run (into `end_run`).
     Buffered, 100 epochs are a few `log_batch` calls, and the UI still follows a run live.
     Call it as an epoch callback; `flush()` writes what is left (do so before the run ends).
     """
@@ -138,7 +138,7 @@ def warm_up_model_logging() -> None:
     """The slow first-call work of `log_model`, done ahead by a process that has time for it.
 
     MLflow checks the requirements against the environment by mapping every installed
-    distribution's files to modules: 0.6 s, once per process. `train`'s tracking worker calls
+    distribution's files to modules: a noticeable pause, once per process. `train`'s tracking worker calls
     this while the model trains. Best effort: MLflow's internals may move.
     """
     with contextlib.suppress(Exception):

@@ -1,7 +1,7 @@
 """`train` with its MLflow work in a second process, so tracking runs on the other CPU core.
 
-Importing MLflow and opening its SQLite store took ~2.3 s of a 9 s `train` on 2 cores, all of it
-before the first epoch; logging the run's params, plots and model took ~1.5 s more. The CLI
+Importing MLflow and opening its SQLite store cost seconds before the first epoch, and logging
+the run's params, plots and model costs more after the last one. The CLI
 forks a worker before Keras is imported (forking a process that runs JAX or TensorFlow threads
 is unsafe); while this process imports Keras and trains, the worker imports MLflow, opens the
 store and, once the data has loaded here, starts the run and logs its settings. Epoch metrics

@@ -30,7 +30,7 @@ class TuneSettings:
     timeout: float | None = None  # seconds this call may spend starting trials; None: no limit
     storage: str | None = None  # any Optuna RDB URL or a SQLite file path; None: optuna.db beside the MLflow store
     study_name: str | None = None  # an existing name resumes that study; None: <model>-<dataset>-<time>
-    pruner: str = "median"  # median | hyperband | none
+    pruner: str = "median"  # median | asha | hyperband | none
     objective: str = "val_mse"  # the same metric for every kind, so studies compare
     direction: str | None = None  # None: what the objective needs (val_mse down, ELBO up)
     fixed: tuple[str, ...] = ()  # options the user set (latent_dim, hidden, beta, ...): not searched

@@ -146,10 +146,10 @@ PRUNERS: dict[str, Callable[[int, int, int], optuna.pruners.BasePruner]] = {
 
 def auto_warmup(name: str, epochs: int) -> int:
     """Epochs before the first pruning decision when --prune-warmup is auto, measured per pruner
-    (scripts/bench_tuning.py, README): the median rule judges from epoch 5 (epochs / 10, the old
-    rule, pruned later for no better best); successive halving's first rung at 10 instead of 5
-    kept the best of one `ae` study (0.91x against 1.04x the unpruned best) for 0.46 of its
-    epochs instead of 0.31, and changed nothing in four other studies."""
+    with scripts/bench_tuning.py (docs/benchmarks.md): the median rule judges from max(5, epochs
+    / 30) (epochs / 10 pruned later for no better best); successive halving's first rung at 10
+    rather than 5 kept the best of one `ae` study (0.91x against 1.04x the unpruned best) for
+    0.46 of its epochs instead of 0.31, and changed nothing in four other studies."""
     if name == "asha":
         return max(10, epochs // 15)
     return max(5, epochs // 30)
