@@ -103,7 +103,13 @@ def _option_list() -> list[Callable]:
                      help="L2 penalty on all kernels."),
         click.option("--patience", type=float, default=m.patience, show_default=True,
                      help="Stop after this many epochs without val_loss improvement and restore the best "
-                          "weights; 0 turns early stopping off."),
+                          "weights; 0 turns early stopping off. On small data, where an epoch has few "
+                          "steps, " + _AUTO_SIZES["pace"] + " (this and --kl-warmup)."),
+        click.option("--restarts", type=_OrAuto(integer=True), default=None,
+                     help="Seeded fits of the nets; the one with the best validation loss is kept, and then "
+                          "only if it reconstructs the validation rows clearly better than PCA (else the "
+                          "kind's linear model is: run param kept). [default: auto = "
+                          + _AUTO_SIZES["restarts"] + "]"),
         click.option("--seed", type=float, default=m.seed, show_default=True,
                      help="Seeds the split, initial weights, sampling noise and mixtures."),
         click.option("--n-samples", type=_OrAuto(integer=True), default=None,
@@ -134,7 +140,7 @@ def config_from_options(options: dict[str, Any]) -> TrainConfig:
         epochs=o["epochs"], batch_size=o["batch_size"],
         learning_rate=o["learning_rate"], beta=o["beta"], kl_warmup=_whole(o["kl_warmup"], "kl_warmup"), l1=o["l1"], sparsity_weight=o["sparsity_weight"],
         sparsity_target=o["sparsity_target"], weight_decay=o["weight_decay"],
-        patience=_whole(o["patience"], "patience"), seed=_whole(o["seed"], "seed"),
+        patience=_whole(o["patience"], "patience"), restarts=o["restarts"], seed=_whole(o["seed"], "seed"),
     )
     data = DataConfig(dataset=o["dataset"], n_samples=o["n_samples"], noise=o["noise"],
                       label_column=o["label_column"] or None, data_kind=o["data_kind"])

@@ -52,6 +52,9 @@ class ModelConfig:
     sparsity_target: float = 0.05  # rho, the target mean activation (Hosseini-Asl et al.)
     weight_decay: float = 0.0  # L2 on kernels; seed 002 needed it with a strong KL sparsity term
     patience: int = 30  # epochs without val_loss gain before stopping (lr halves after 10); 0 disables
+    # restarts: None (auto) follows the training rows (aeservice.sizes): small data gets several
+    # seeded fits, the best kept on validation, since one fit of a few dozen rows often stalls.
+    restarts: int | None = None
     seed: int = 0  # one seed drives the split, weight init, sampling noise and mixtures
 
 
@@ -111,6 +114,7 @@ class TrainConfig:
             (0 < m.sparsity_target < 1, f"sparsity_target must be in (0, 1), got {m.sparsity_target}"),
             (m.weight_decay >= 0, f"weight_decay must be non-negative, got {m.weight_decay}"),
             (m.patience >= 0, f"patience must be non-negative, got {m.patience}"),
+            (m.restarts is None or m.restarts >= 1, f"restarts must be at least 1, got {m.restarts}"),
             (m.activation is None or m.activation in ACTIVATIONS,
              f"activation must be one of {', '.join(ACTIVATIONS)} or auto, got {m.activation!r}"),
             (m.input_noise is None or m.input_noise >= 0, f"input_noise must be non-negative, got {m.input_noise}"),

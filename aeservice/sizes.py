@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from aeservice.config import ModelConfig
+from aeservice.data.preprocess import ESTIMATE_ROWS, principal_axes
 
 __all__ = ["Sizes", "resolve_sizes", "fit_sizes", "unexplained_rms", "describe"]
 
@@ -34,8 +35,17 @@ HIDDEN = (256, 128)
 # near-linear and left the 1-D curves there (scurve AE 0.05x PCA against 0.02x, VAE 1.5x against
 # 0.19x). The VAE's own sampling is its noise.
 IMAGE_ACTIVATION, CONTINUOUS_ACTIVATION = "gelu", "relu"
+# Patience, the learning-rate plateau and the KL warm-up are counted in epochs, but what they
+# need is gradient steps: with 60 rows an epoch is 3 steps, so 30 epochs of patience gave a net
+# 90 steps to improve where 1000 rows gave it 330, and small fits stopped while still climbing
+# out of their start. An epoch of fewer than PACE_STEPS steps therefore counts as a fraction:
+# the counts grow until they span the steps they would at PACE_STEPS steps per epoch.
+PACE_STEPS = 10  # steps per epoch of 1000 rows' training part (700 rows, batch 64: 11)
+# Seeded restarts on small data: about RESTART_ROWS / training rows fits (at most MAX_RESTARTS),
+# the one with the best validation loss kept; a fit of 42 or 140 rows fails on a third of the
+# seeds or more, and restarts cost little there. From RESTART_ROWS training rows up, one fit.
+RESTART_ROWS, MAX_RESTARTS = 1000, 4
 NOISE_PER_UNEXPLAINED = 0.7
-ESTIMATE_ROWS = 5000  # rows the unexplained RMS is estimated on: enough for a stable covariance
 
 
 @dataclass(frozen=True)
@@ -47,6 +57,9 @@ class Sizes:
     batch_size: int
     activation: str = CONTINUOUS_ACTIVATION  # models saved before it was a setting used relu
     input_noise: float = 0.0
+    patience: int = 0  # in epochs of these rows (see PACE_STEPS); 0: no early stopping
+    kl_warmup: int = 0
+    restarts: int = 1
 
 
 def _power_of_two(value: float, low: int, high: int) -> int:
@@ -57,12 +70,8 @@ def _power_of_two(value: float, low: int, high: int) -> int:
 def unexplained_rms(x: np.ndarray, latent: int, seed: int = 0) -> float:
     """Per-feature RMS that the best linear code of `latent` numbers leaves out (PCA's residual),
     estimated on at most ESTIMATE_ROWS rows."""
-    if len(x) > ESTIMATE_ROWS:
-        x = x[np.random.default_rng(seed).choice(len(x), ESTIMATE_ROWS, replace=False)]
-    centred = x - x.mean(axis=0)
-    eigenvalues = np.linalg.eigvalsh(centred.T @ centred / max(len(x) - 1, 1))  # ascending
-    trailing = eigenvalues[:max(len(eigenvalues) - latent, 0)]
-    return float(np.sqrt(max(float(trailing.sum()), 0.0) / x.shape[1]))
+    variances = principal_axes(x, seed)[1]
+    return float(np.sqrt(float(variances[latent:].sum()) / x.shape[1]))
 
 
 def resolve_sizes(config: ModelConfig, n_rows: int, data_kind: str = "continuous",
@@ -85,7 +94,10 @@ def resolve_sizes(config: ModelConfig, n_rows: int, data_kind: str = "continuous
     noise = config.input_noise
     if noise is None:
         noise = round(NOISE_PER_UNEXPLAINED * unexplained, 4) if _denoised(config, data_kind) else 0.0
-    return Sizes(hidden, epochs, batch, activation, float(noise))
+    pace = max(1.0, PACE_STEPS / steps)  # epochs that make one epoch's worth of steps
+    restarts = config.restarts or int(min(MAX_RESTARTS, max(1, round(RESTART_ROWS / max(n_rows, 1)))))
+    return Sizes(hidden, epochs, batch, activation, float(noise), math.ceil(config.patience * pace),
+                 math.ceil(config.kl_warmup * pace), restarts)
 
 
 def _denoised(config: ModelConfig, data_kind: str) -> bool:
@@ -111,5 +123,7 @@ def describe() -> dict[str, str]:
             "batch_size": f"~{BATCH_PER_SQRT_ROW:g} x sqrt(training rows) as a power of two in {MIN_BATCH}-{MAX_BATCH}",
             "epochs": f"{STEP_BUDGET} steps' worth, {MIN_EPOCHS}-{MAX_EPOCHS}",
             "activation": f"{IMAGE_ACTIVATION} for image data, {CONTINUOUS_ACTIVATION} otherwise",
+            "restarts": f"about {RESTART_ROWS} / training rows, 1-{MAX_RESTARTS}",
+            "pace": f"epochs of fewer than {PACE_STEPS} steps (small data) count as a fraction of one",
             "input_noise": f"for image data with {' or '.join(denoised_kinds())}, {NOISE_PER_UNEXPLAINED:g}x the "
                            "per-feature RMS a PCA code of the same size leaves unexplained; 0 otherwise"}

@@ -1,6 +1,8 @@
 """Every kind behind one interface: shapes, units, persistence, seeded sampling, quality."""
 from __future__ import annotations
 
+import math
+
 import keras
 import numpy as np
 import pytest
@@ -165,7 +167,7 @@ def test_sizes_left_at_auto_scale_with_the_training_rows():
     were measured with. The width does not: narrower (few rows) and wider (many) measured no
     better (README, Quality)."""
     few, digits, many = (resolve_sizes(ModelConfig(), n) for n in (200, 1221, 100_000))
-    assert digits == Sizes((256, 128), 500, 64, "relu", 0.0)
+    assert digits == Sizes((256, 128), 500, 64, "relu", 0.0, patience=30, kl_warmup=20, restarts=1)
     assert few.batch_size < digits.batch_size < many.batch_size
     assert few.hidden == digits.hidden == many.hidden
     assert many.epochs < digits.epochs  # a fixed budget of steps, not 500 passes over 100k rows
@@ -173,8 +175,19 @@ def test_sizes_left_at_auto_scale_with_the_training_rows():
 
 def test_explicit_sizes_win_over_the_rows():
     given = ModelConfig(model="ae", hidden=(8,), epochs=3, batch_size=7, activation="elu", input_noise=0.0)
-    assert resolve_sizes(given, 100_000, "image") == Sizes((8,), 3, 7, "elu", 0.0)
+    assert resolve_sizes(given, 100_000, "image") == Sizes((8,), 3, 7, "elu", 0.0, 30, 20, 1)
     assert resolve_sizes(ModelConfig(hidden=()), 100_000).hidden == ()  # "none": no hidden layer
+    assert resolve_sizes(ModelConfig(restarts=2, patience=5, kl_warmup=0), 42).restarts == 2
+
+
+def test_small_data_gets_restarts_and_patience_in_steps_not_epochs():
+    """42 training rows make 3 steps an epoch: patience and warm-up stretch to the steps 10-step
+    epochs would give them, and several seeded fits are made; from 1000 rows up, one fit."""
+    tiny, small, big = (resolve_sizes(ModelConfig(), n) for n in (42, 140, 1400))
+    assert (tiny.batch_size, tiny.patience, tiny.kl_warmup, tiny.restarts) == (16, 100, 67, 4)
+    assert small.patience * math.ceil(140 / small.batch_size) >= 30 * 10
+    assert (big.patience, big.kl_warmup, big.restarts) == (30, 20, 1)
+    assert resolve_sizes(ModelConfig(patience=0), 42).patience == 0  # off stays off
 
 
 @pytest.mark.parametrize("kind, noise", [("ae", 0.14), ("sparse", 0.14), ("vae", 0.0), ("pca", 0.0)])
@@ -203,9 +216,10 @@ def test_unexplained_rms_is_what_pca_leaves_and_the_noise_shrinks_as_the_code_gr
 
 
 def test_input_noise_trains_the_net_but_never_reaches_the_saved_encoder(tmp_path):
-    prepared = prepare(small_config("ae", hidden=None, batch_size=None, epochs=2))  # digits: an image set
+    prepared = prepare(small_config("ae", hidden=None, batch_size=None, epochs=10))  # digits: an image set
     model = fit_and_evaluate(prepared).model
     train = model.scaler_.transform(prepared.split.train)
+    assert model.kept_ == "restart 1"  # the net, not the linear model: it beats it within 10 epochs
     assert model.sizes_.activation == "gelu"
     assert model.sizes_.input_noise == pytest.approx(0.7 * unexplained_rms(train, 2), abs=1e-4)
     assert model.sizes_.input_noise > 0

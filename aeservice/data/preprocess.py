@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["Scaler", "Standardizer", "UnitRange", "scaler_for", "scaler_from_state"]
+__all__ = ["Scaler", "Standardizer", "UnitRange", "principal_axes", "scaler_for", "scaler_from_state"]
+
+ESTIMATE_ROWS = 5000  # rows principal axes are estimated on: enough for a stable covariance
 
 
 class Scaler:
@@ -60,3 +62,14 @@ def scaler_from_state(name: str, state: dict[str, np.ndarray]) -> Scaler:
     scaler.offset_ = np.asarray(state["scaler_offset"], dtype=np.float64)
     scaler.scale_ = np.asarray(state["scaler_scale"], dtype=np.float64)
     return scaler
+
+
+def principal_axes(x: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean, variances, axes) of PCA on at most ESTIMATE_ROWS of the rows: variances in
+    descending order, axes as the matching columns of a features x features matrix."""
+    if len(x) > ESTIMATE_ROWS:
+        x = x[np.random.default_rng(seed).choice(len(x), ESTIMATE_ROWS, replace=False)]
+    mean = x.mean(axis=0)
+    centred = x - mean
+    values, vectors = np.linalg.eigh(centred.T @ centred / max(len(x) - 1, 1))  # ascending
+    return mean, np.maximum(values[::-1], 0.0), vectors[:, ::-1]

@@ -51,7 +51,8 @@ def _sizes_from(meta: dict, config: ModelConfig) -> Sizes:
     """Saved sizes; models saved before sizes were resolved had them all in the config."""
     if "sizes" in meta:
         saved = meta["sizes"]
-        extra = {k: saved[k] for k in ("activation", "input_noise") if k in saved}  # newer models only
+        later = [f.name for f in dataclasses.fields(Sizes)][3:]  # settings newer models saved too
+        extra = {k: saved[k] for k in later if k in saved}
         return Sizes(tuple(saved["hidden"]), int(saved["epochs"]), int(saved["batch_size"]), **extra)
     return Sizes(tuple(config.hidden or ()), config.epochs or 0, config.batch_size or 0)
 
@@ -142,6 +143,8 @@ class Autoencoder(ABC):
             "sizes": dataclasses.asdict(self.sizes_),  # what auto resolved to, for the logged params
             "scaler": self.scaler_.name,
         }
+        if getattr(self, "kept_", None):
+            meta["kept"] = self.kept_  # which fit the training kept (see KerasAutoencoder._fit)
         (path / "meta.json").write_text(json.dumps(meta, indent=2))
         np.savez(path / "state.npz", **self.scaler_.state(), **self._state())
         self._save_files(path)
@@ -156,6 +159,8 @@ class Autoencoder(ABC):
         model = cls(config, meta["data_kind"])
         model.n_features_, model.latent_dim_ = meta["n_features"], meta["latent_dim"]
         model.sizes_ = _sizes_from(meta, config)
+        if "kept" in meta:
+            model.kept_ = meta["kept"]
         with np.load(path / "state.npz", allow_pickle=False) as state:
             arrays = {k: state[k] for k in state.files}
         model.scaler_ = scaler_from_state(meta["scaler"], arrays)

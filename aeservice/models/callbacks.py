@@ -38,10 +38,11 @@ class Relay(keras.callbacks.Callback):
     """Renames Keras logs to aeservice's metric names, records history, and stops on NaN."""
 
     def __init__(self, listeners: list[EpochCallback], history: dict[str, list[float]], smoothing: float,
-                 monitor_from: int, terms: Sequence[str] = ("recon",)):
+                 monitor_from: int, terms: Sequence[str] = ("recon",), offset: int = 0):
         super().__init__()
         self.listeners, self.history, self.smoothing = listeners, history, smoothing
         self.terms = tuple(terms)  # the kind's `loss_terms`: other outputs (the VAE's kl_term) are not logged
+        self.offset = offset  # epochs of earlier restarts: listeners hear one running count
         self.monitor_from = monitor_from  # before it the objective is still changing: no memory
         self.smoothed: float | None = None
 
@@ -68,4 +69,4 @@ class Relay(keras.callbacks.Callback):
             self.model.stop_training = True
             return
         for listener in self.listeners:
-            listener(epoch, out)
+            listener(self.offset + epoch, out)

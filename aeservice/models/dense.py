@@ -14,6 +14,8 @@ if TYPE_CHECKING:
 
 __all__ = ["DenseAutoencoder", "SparseAutoencoder"]
 
+_CODE_MARGIN = 3.0  # in whitened code units: rows 3 standard deviations beyond the training rows still pass
+
 
 class DenseAutoencoder(KerasAutoencoder):
     """MSE autoencoder; samples from a Gaussian mixture fitted to the training codes."""
@@ -28,9 +30,21 @@ class DenseAutoencoder(KerasAutoencoder):
 
         keras, c = keras_module(), self.config
         x = keras.Input((self.n_features_,), name="x")
-        h = dense_stack(x, self.sizes_.hidden, self.sizes_.activation, c.weight_decay, "enc", c.seed)
-        z = dense(self.latent_dim_, "code", c.seed, self.code_activation, c.weight_decay)(h)
+        h = dense_stack(x, self.sizes_.hidden, self.sizes_.activation, c.weight_decay, "enc", self.init_seed_)
+        z = dense(self.latent_dim_, "code", self.init_seed_, self.code_activation, c.weight_decay)(h)
         return keras.Model(x, z, name="encoder")
+
+    def _linear_start(self, mean, variances, axes, x_train):
+        """PCA: whitened scores as the code, their inverse as the decoder. A ReLU code (sparse)
+        is shifted so that every training row's code is at least _CODE_MARGIN above zero, so
+        new rows somewhat beyond them are not clipped; the decoder shifts back."""
+        scale = np.sqrt(variances)
+        encode = np.divide(axes, scale, out=np.zeros_like(axes), where=scale > 1e-6)  # features x latent
+        bias = -mean @ encode
+        if self.code_activation == "relu":
+            bias = bias + np.maximum(-(x_train @ encode + bias).min(axis=0), 0.0) + _CODE_MARGIN
+        decode = (axes * scale).T  # latent x features
+        return {"code": [encode, bias], "dec_out": [decode, mean - (mean @ encode + bias) @ decode]}
 
     def _terms(self, z) -> tuple[dict, dict]:
         """Extra loss terms on the code: none for the plain AE."""

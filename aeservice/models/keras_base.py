@@ -10,6 +10,7 @@ its backend (about 1 s and 190 MB per process).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import tempfile
@@ -85,6 +86,7 @@ class KerasAutoencoder(Autoencoder):
     # Early stopping watches val_loss smoothed as s = a * s + (1 - a) * val_loss. A sampled
     # (VAE) validation loss is noisy, and one lucky epoch must not end training.
     val_smoothing: float = 0.0
+    init_seed_: int = 0  # the seed of the nets being built: the run's, or a restart's
 
     # What every Keras kind shares (see Autoencoder): trained in epochs, the network searched as a
     # first-layer width and a depth (hidden_width=128, hidden_depth=2 -> hidden 128,64).
@@ -112,30 +114,77 @@ class KerasAutoencoder(Autoencoder):
 
         keras, c = keras_module(), self.config
         z = keras.Input((self.latent_dim_,), name="z")
-        h = dense_stack(z, tuple(reversed(self.sizes_.hidden)), self.sizes_.activation, c.weight_decay, "dec", c.seed)
-        out = dense(self.n_features_, "dec_out", c.seed, self._output_activation(), c.weight_decay)(h)
+        h = dense_stack(z, tuple(reversed(self.sizes_.hidden)), self.sizes_.activation, c.weight_decay, "dec", self.init_seed_)
+        out = dense(self.n_features_, "dec_out", self.init_seed_, self._output_activation(), c.weight_decay)(h)
         return keras.Model(z, out, name="decoder")
 
     def _corrupted(self, x):
         """Training inputs with the denoising noise added; the saved encoder never sees it."""
         if self.sizes_.input_noise <= 0:
             return x
-        return keras_module().layers.GaussianNoise(self.sizes_.input_noise, seed=self.config.seed, name="input_noise")(x)
+        return keras_module().layers.GaussianNoise(self.sizes_.input_noise, seed=self.init_seed_, name="input_noise")(x)
 
     def _build(self) -> tuple[keras.Model, dict, dict]:
         """Set encoder_/decoder_ and return (training model, losses, loss weights)."""
         raise NotImplementedError
 
     def _fit(self, x_train: np.ndarray, x_val: np.ndarray, callbacks: list[EpochCallback], verbose: int) -> None:
+        """Fit `sizes_.restarts` seeded nets, keep the best, then weigh it against the linear model.
+
+        Restarts are compared on their training loss over the validation rows, scored again
+        after early stopping restored each one's best weights (the VAE's averaged over several
+        posterior draws). The best is then weighed against the kind's best linear model
+        (`_linear_start`: PCA, or probabilistic PCA for the VAE) on what `val_mse` measures, the
+        reconstruction error of each validation row: the net is kept only if it is lower by more
+        than one standard error of the paired differences. A net that does not clearly beat PCA
+        on rows it never saw is not worth its nonlinearity, and with a few dozen validation rows
+        a plain comparison often kept one that lost on new rows. `kept_` says which won.
+        """
+        self.plans_ = {}  # a refit trains new nets: no plan of the old ones may answer for them
+        self.__dict__.pop("_keras_files_", None)  # nor the files of a loaded model's old nets
+        xt, xv = x_train.astype("float32"), x_val.astype("float32")
+        scores: list[float] = []
+        best: tuple[float, int, object, object] | None = None
+        for restart in range(self.sizes_.restarts):
+            first = len(self.history_.get("loss", []))
+            model, targets = self._train_once(xt, xv, callbacks, verbose, _restart_seed(self.config.seed, restart))
+            diverged = not all(math.isfinite(v) for v in self.history_.get("loss", [])[first:])
+            score = math.inf if diverged else self._validation_score(model, xv, targets)
+            scores.append(score)
+            if math.isfinite(score) and (best is None or score < best[0]):
+                best = (score, restart + 1, self.encoder_, self.decoder_)
+        if best is None:
+            bad = [i for i, v in enumerate(self.history_.get("loss", [])) if not math.isfinite(v)]
+            where = f"{self.history_['loss'][bad[0]]} at epoch {bad[0] + 1}" if bad else "not finite"
+            raise DivergedError(f"training diverged: loss became {where}; try a smaller --learning-rate or --beta")
+        net_errors = _row_errors(best[2], best[3], xv)
+        linear = self._linear_nets(x_train)
+        gain = net_errors - _row_errors(*linear, xv)  # negative where the net reconstructs better
+        noise = float(np.std(gain, ddof=1) / np.sqrt(len(gain))) if len(gain) > 1 else 0.0
+        self.restart_scores_ = scores
+        self.net_gain_ = float(np.mean(gain))  # mean per-row error of the net minus the linear model's
+        if np.mean(gain) + noise < 0:
+            self.kept_ = f"restart {best[1]}"
+            self.encoder_, self.decoder_ = best[2], best[3]
+        else:
+            self.kept_ = "linear"
+            self.encoder_, self.decoder_ = linear
+            self.sizes_ = dataclasses.replace(self.sizes_, hidden=())
+        # Everything after training (metrics, mixture, plots, the logged model's check) is
+        # inference on arrays of many shapes; plans need no per-shape compile (JAX: ~0.08 s each).
+        self.freeze()
+
+    def _train_once(self, xt: np.ndarray, xv: np.ndarray, callbacks: list[EpochCallback], verbose: int,
+                    seed: int):
+        """One seeded fit of fresh nets (set as encoder_ / decoder_); its history joins history_."""
         from aeservice.models.callbacks import MONITOR, ReduceLearningRate, Relay
         from aeservice.models.fused import compile_options, fuse_epochs
 
         keras, c = keras_module(), self.config
-        self.plans_ = {}  # a refit trains new nets: no plan of the old ones may answer for them
-        self.__dict__.pop("_keras_files_", None)  # nor the files of a loaded model's old nets
-        keras.utils.set_random_seed(c.seed)
+        self.init_seed_ = seed
+        keras.utils.set_random_seed(seed)
         model, losses, weights = self._build()
-        xt, xv = x_train.astype("float32"), x_val.astype("float32")
+        _set_weights((self.encoder_, self.decoder_), self._start_weights(xt))
         batch_size = min(self.sizes_.batch_size, len(xt))
         model.compile(optimizer=keras.optimizers.Adam(c.learning_rate), loss=losses, loss_weights=weights,
                       **compile_options(len(xt), batch_size))
@@ -146,23 +195,64 @@ class KerasAutoencoder(Autoencoder):
         one_val_batch = len(xv) <= _MAX_VAL_BATCH
         fused = fuse_epochs(model, (xv, val_targets) if one_val_batch else None)
         fused_validation = fused and one_val_batch
+        offset = len(self.history_.get("loss", []))  # restarts continue the epoch count
         keras_callbacks = [*self._schedule_callbacks(), Relay(callbacks, self.history_, self.val_smoothing,
-                                                               self._monitor_from_epoch(), self.loss_terms)]
-        if c.patience > 0:  # after the relay, which adds the smoothed monitor to the logs
-            keras_callbacks.append(ReduceLearningRate(self._monitor_from_epoch(), c.patience))
+                                                               self._monitor_from_epoch(), self.loss_terms, offset)]
+        patience = self.sizes_.patience
+        if patience > 0:  # after the relay, which adds the smoothed monitor to the logs
+            keras_callbacks.append(ReduceLearningRate(self._monitor_from_epoch(), patience))
             keras_callbacks.append(keras.callbacks.EarlyStopping(
-                monitor=MONITOR, mode="min", patience=c.patience, restore_best_weights=True,
+                monitor=MONITOR, mode="min", patience=patience, restore_best_weights=True,
                 start_from_epoch=self._monitor_from_epoch()))
         model.fit(xt, targets, validation_data=None if fused_validation else (xv, val_targets),
                   epochs=self.sizes_.epochs, batch_size=batch_size, validation_batch_size=val_batch,
                   shuffle=True, verbose=verbose, callbacks=keras_callbacks)
-        bad = [i for i, v in enumerate(self.history_.get("loss", [])) if not math.isfinite(v)]
-        if bad:
-            raise DivergedError(f"training diverged: loss became {self.history_['loss'][bad[0]]} at epoch "
-                                f"{bad[0] + 1}; try a smaller --learning-rate or --beta")
-        # Everything after training (metrics, mixture, plots, the logged model's check) is
-        # inference on arrays of many shapes; plans need no per-shape compile (JAX: ~0.08 s each).
-        self.freeze()
+        return model, val_targets
+
+    # How many posterior draws the validation score of a sampled (VAE) loss averages over.
+    score_draws: int = 1
+
+    def _validation_score(self, model, xv: np.ndarray, val_targets: dict) -> float:
+        """The training loss on the validation rows, at full weight of every term."""
+        draws = self.score_draws
+        tiled = {k: np.tile(v, (draws, 1)) for k, v in val_targets.items()}
+        x = np.tile(xv, (draws, 1))
+        logs = model.evaluate(x, tiled, batch_size=min(len(x), _MAX_VAL_BATCH), verbose=0, return_dict=True)
+        return float(logs["loss"]) if math.isfinite(float(logs["loss"])) else math.inf
+
+    def _linear_nets(self, x_train: np.ndarray) -> tuple:
+        """(encoder, decoder) of the kind's best linear model of these scaled training rows.
+
+        The nets are the kind's own with no hidden layer, so the linear model saves, plans and
+        serves like any other (its `hidden_used` is "none")."""
+        from aeservice.data.preprocess import principal_axes
+
+        trained, nets = self.sizes_, (self.encoder_, self.decoder_)
+        self.sizes_ = dataclasses.replace(trained, hidden=())
+        try:
+            self._build()
+            mean, variances, axes = principal_axes(x_train, self.config.seed)
+            k = self.latent_dim_
+            top, lead = np.zeros(k), np.zeros((self.n_features_, k))
+            top[:min(k, len(variances))] = variances[:k]
+            lead[:, :min(k, axes.shape[1])] = axes[:, :k]
+            _set_weights((self.encoder_, self.decoder_), self._linear_start(mean, top, lead, x_train))
+            return self.encoder_, self.decoder_
+        finally:
+            self.sizes_ = trained
+            self.encoder_, self.decoder_ = nets
+
+    def _start_weights(self, x_train: np.ndarray) -> dict[str, list[np.ndarray]]:
+        """(kernel, bias) by layer name that a fit starts from instead of its random draws."""
+        return {}
+
+    def _linear_start(self, mean: np.ndarray, variances: np.ndarray, axes: np.ndarray,
+                      x_train: np.ndarray) -> dict[str, list[np.ndarray]]:
+        """(kernel, bias) by layer name for the kind's best linear model of these scaled rows.
+
+        `variances` and `axes` are the leading `latent_dim_` principal variances and axes (zero
+        where the code is wider than the data). Codes are whitened: unit variance per unit."""
+        raise NotImplementedError
 
     def _encode(self, x: np.ndarray) -> np.ndarray:
         return self._run("encoder_", x)
@@ -267,6 +357,24 @@ def _checked_plans(path: Path) -> tuple[dict[str, DensePlan], dict[str, tuple]]:
 
 _NET_FILES = {"encoder_": "encoder.keras", "decoder_": "decoder.keras"}
 _PLANS_FILE = "plans.npz"
+
+
+def _row_errors(encoder, decoder, x: np.ndarray) -> np.ndarray:
+    """Mean squared reconstruction error of each row through the nets (the VAE: posterior mean)."""
+    code = infer(encoder, x)
+    return np.mean((x - infer(decoder, code[0] if isinstance(code, list) else code)) ** 2, axis=1)
+
+
+def _set_weights(nets, weights: dict[str, list[np.ndarray]]) -> None:
+    for net in nets:
+        for layer in net.layers:
+            if layer.name in weights:
+                layer.set_weights([np.asarray(w, dtype="float32") for w in weights[layer.name]])
+
+
+def _restart_seed(seed: int, restart: int) -> int:
+    """The first fit uses the run's seed itself; later restarts seeds drawn from it."""
+    return seed if restart == 0 else int(np.random.SeedSequence([seed, restart]).generate_state(1)[0] % 2**31)
 
 
 _MAX_VAL_BATCH = 4096  # rows per validation step: bounds its memory on large data sets
