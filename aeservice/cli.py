@@ -119,7 +119,9 @@ def _option_list() -> list[Callable]:
         click.option("--label-column", default=None, help="CSV column with labels (used for plots only)."),
         click.option("--data-kind", type=click.Choice(["auto", "continuous", "image"]), default="auto",
                      show_default=True,
-                     help="image: [0, 1] pixels, Bernoulli VAE; continuous: standardized, Gaussian VAE."),
+                     help="image: pixels scaled to [0, 1], Bernoulli VAE; continuous: standardized, Gaussian "
+                          "VAE. auto: a file is images when every value is in [0, 1] or a whole number in "
+                          "0-255 and its rows are 2-D arrays or a square of 8x8 or more features."),
         click.option("--experiment", default="aeservice", show_default=True, help="MLflow experiment name."),
     ]
 
@@ -225,7 +227,7 @@ def train(quiet: bool, **options: Any) -> None:
             f"at most {sizes.epochs} epochs; {sizes.activation}"
             + (f", input noise {sizes.input_noise:g}" if sizes.input_noise else ""))
         click.echo(f"training {config.model.model} on {d.name} ({len(d.x)} rows x {d.n_features} features, "
-                   f"{d.kind}){net}", err=True)
+                   f"{d.kind}: {d.kind_reason}){net}", err=True)
         if not quiet:
             callbacks.append(progress_printer(sizes.epochs if epochs else 1))  # one fit: one step
     peak, worker_time = "", ""

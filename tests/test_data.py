@@ -61,10 +61,35 @@ def test_csv_with_label_column(tmp_path):
 def test_npy_images_and_npz_labels(tmp_path):
     np.save(tmp_path / "imgs.npy", np.random.default_rng(0).random((20, 4, 4)))
     imgs = load_dataset(DataConfig(dataset=str(tmp_path / "imgs.npy")))
-    assert imgs.kind == "image" and imgs.image_shape == (4, 4) and imgs.x.shape == (20, 16)
+    assert imgs.kind == "image" and imgs.image_shape == (4, 4) and imgs.x.shape == (20, 16)  # 2-D rows
     np.savez(tmp_path / "pts.npz", x=np.ones((12, 3)), y=np.arange(12))
     pts = load_dataset(DataConfig(dataset=str(tmp_path / "pts.npz")))
     assert pts.x.shape == (12, 3) and len(pts.labels) == 12
+
+
+def test_images_are_recognised_by_their_values_and_shape_wherever_they_come_from(tmp_path):
+    """Pixels ([0, 1], or whole numbers up to 255) with 2-D rows or a square of 8x8 or more
+    features are images, as a CSV too; anything else is continuous, whatever its shape."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    csv = tmp_path / "digits.csv"
+    csv.write_text("\n".join([",".join([f"p{i}" for i in range(64)] + ["label"])]
+                             + [",".join(map(str, [*row.astype(int), y])) for row, y in zip(digits.data, digits.target)]))
+    data = load_dataset(DataConfig(dataset=str(csv), label_column="label"))
+    assert data.kind == "image" and data.image_shape == (8, 8) and "0-16" in data.kind_reason
+    rng = np.random.default_rng(0)
+    cases = {"normal.npy": (rng.standard_normal((30, 8, 8)), "continuous"),  # a 3-D array, negative values
+             "bytes.npy": (rng.integers(0, 256, (30, 28, 28)), "image"),
+             "unit.npz": (rng.random((30, 100)), "image"),  # 10x10 features in [0, 1]
+             "table.npy": (rng.random((30, 16)), "continuous"),  # 4x4: likelier a table than pixels
+             "floats255.npy": (rng.random((30, 64)) * 255, "continuous")}  # 0-255 but not whole numbers
+    for name, (x, kind) in cases.items():
+        path = tmp_path / name
+        np.savez(path, x=x) if name.endswith(".npz") else np.save(path, x)
+        assert load_dataset(DataConfig(dataset=str(path))).kind == kind, name
+    forced = load_dataset(DataConfig(dataset=str(tmp_path / "table.npy"), data_kind="image"))
+    assert forced.kind == "image" and forced.kind_reason == "as --data-kind says"
 
 
 @pytest.mark.parametrize("content, message", [

@@ -1,6 +1,7 @@
 """Built-in data sets by name, data files by path, and the seeded train/validation/test split."""
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +13,7 @@ from aeservice.config import DataConfig
 from aeservice.data import synthetic
 from aeservice.errors import UserError
 
-__all__ = ["Dataset", "Split", "BUILTIN", "load_dataset", "split_dataset", "describe_builtins"]
+__all__ = ["Dataset", "Split", "BUILTIN", "detect_kind", "load_dataset", "split_dataset", "describe_builtins"]
 
 
 @dataclass
@@ -24,6 +25,7 @@ class Dataset:
     image_shape: tuple[int, int] | None = None  # for image grids
     source: str = ""  # where it came from, for the MLflow dataset input
     categorical_labels: bool = False  # True: class ids (legend); False: a colour scale
+    kind_reason: str = ""  # why `kind` is what it is, for the announce line; "" for files until detected
 
     @property
     def n_features(self) -> int:
@@ -86,9 +88,11 @@ def load_dataset(cfg: DataConfig, seed: int = 0) -> Dataset:
     else:
         known = ", ".join(BUILTIN)
         raise UserError(f"unknown data set {name!r}: use one of {known}, or a path to .csv, .npy or .npz")
-    if cfg.data_kind != "auto":
-        data.kind = cfg.data_kind
     _check_values(data)
+    if cfg.data_kind != "auto":
+        data.kind, data.kind_reason = cfg.data_kind, "as --data-kind says"
+    elif data.kind_reason == "":  # a file: recognised by its values and shape
+        data.kind, data.kind_reason = detect_kind(data.x, data.image_shape)
     if data.kind == "image" and data.image_shape is None:
         side = int(round(np.sqrt(data.n_features)))
         data.image_shape = (side, side) if side * side == data.n_features else None
@@ -102,14 +106,14 @@ def _load_builtin(name: str, cfg: DataConfig, seed: int) -> Dataset:
 
         bunch = load_digits()
         x, y = bunch.data / 16.0, bunch.target
-        return Dataset(name, x, y, "image", (8, 8), "sklearn.datasets.load_digits", True)
+        return Dataset(name, x, y, "image", (8, 8), "sklearn.datasets.load_digits", True, "a built-in image set")
     if name == "mnist":
         return _load_mnist()
     n = cfg.n_samples or spec.n
     noise = spec.noise if cfg.noise is None else cfg.noise
     x, y = spec.make(n, noise, np.random.default_rng(seed))
     return Dataset(name, x, y, spec.kind, None, f"aeservice.data.synthetic.{name}(n={n}, noise={noise})",
-                   spec.categorical)
+                   spec.categorical, "a built-in generator")
 
 
 def _load_mnist() -> Dataset:
@@ -127,7 +131,7 @@ def _load_mnist() -> Dataset:
         raise UserError(f"could not read mnist from {cache}: {exc}") from None
     x = np.concatenate([xtr, xte]).reshape(-1, 784) / 255.0
     y = np.concatenate([ytr, yte])
-    return Dataset("mnist", x, y, "image", (28, 28), str(cache), True)
+    return Dataset("mnist", x, y, "image", (28, 28), str(cache), True, "a built-in image set")
 
 
 def _load_csv(path: Path, cfg: DataConfig) -> Dataset:
@@ -164,18 +168,17 @@ def _from_array(path: Path, x: np.ndarray, labels: np.ndarray | None) -> Dataset
     if x.ndim == 0 or x.size == 0:
         raise UserError(f"{path} holds no rows")
     image_shape = None
-    kind = "continuous"
     if x.ndim == 1:
         x = x[:, None]
     elif x.ndim == 3:
-        image_shape, kind = (int(x.shape[1]), int(x.shape[2])), "image"
+        image_shape = (int(x.shape[1]), int(x.shape[2]))
         x = x.reshape(len(x), -1)
     elif x.ndim > 3:
         raise UserError(f"{path} has shape {x.shape}; use rows x features, or rows x height x width")
     x = x.astype(np.float64)
     if labels is not None and len(labels) != len(x):
         raise UserError(f"{path}: {len(labels)} labels for {len(x)} rows")
-    return Dataset(path.stem, x, labels, kind, image_shape, str(path.resolve()), labels is not None)
+    return Dataset(path.stem, x, labels, "continuous", image_shape, str(path.resolve()), labels is not None)
 
 
 def _load_npy(path: Path, cfg: DataConfig) -> Dataset:
@@ -200,6 +203,30 @@ def _load_npz(path: Path, cfg: DataConfig) -> Dataset:
 
 
 _FILE_LOADERS = {".csv": _load_csv, ".npy": _load_npy, ".npz": _load_npz}
+
+
+MIN_IMAGE_SIDE = 8  # the smallest images in use (8x8 digits); a 4x4 table of [0, 1] values is likelier features
+
+
+def detect_kind(x: np.ndarray, image_shape: tuple[int, int] | None) -> tuple[str, str]:
+    """("image" or "continuous", why) for a file's rows, from their values and shape.
+
+    Images are pixels: every value in [0, 1], or whole numbers in 0-255 (8-bit) or 0-16, with
+    rows that were 2-D arrays or a square feature count of at least MIN_IMAGE_SIDE^2. Anything
+    else is continuous, whatever its shape: a 3-D array of standard-normal floats is not images.
+    """
+    low, high = float(x.min()), float(x.max())
+    whole = bool(np.all(np.mod(x, 1) == 0))
+    if low < 0 or not (high <= 1 or (whole and high <= 255)):
+        span = f"{low:.3g} to {high:.3g}" + ("" if whole else ", not whole numbers")
+        return "continuous", f"values {span}: not pixels in [0, 1] or 0-255"
+    values = "values in [0, 1]" if high <= 1 else f"whole numbers in 0-{16 if high <= 16 else 255}"
+    side = int(round(math.sqrt(x.shape[1])))
+    if image_shape is not None:
+        return "image", f"{values}, {image_shape[0]}x{image_shape[1]} arrays"
+    if side * side == x.shape[1] and side >= MIN_IMAGE_SIDE:
+        return "image", f"{values}, {x.shape[1]} = {side}x{side} features"
+    return "continuous", f"{values}, but {x.shape[1]} features are not a square image of {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} or more"
 
 
 def _raise_if_missing(x: np.ndarray, where: str) -> None:
