@@ -112,3 +112,40 @@ def test_image_defaults_beat_a_plain_relu_ae_on_digits():
             ("gelu", True) if name == "defaults" else ("relu", False))
         mse[name] = float(np.mean((test - model.reconstruct(test)) ** 2))
     assert mse["defaults"] < 0.9 * mse["relu"], mse
+
+
+def _cli_split_ratio(kind: str, case: str, rows: int, latent: int, seed: int):
+    """The way `aeservice train --dataset CASE --n-samples ROWS --seed S` fits (the CLI's split,
+    defaults), scored on fresh rows of the generator against `pca` on the same split."""
+    make, noise = {"scurve": (synthetic.scurve, 0.01), "curve3d": (synthetic.curve3d, 0.1),
+                   "two_gaussians": (synthetic.two_gaussians, 1.0)}[case]
+    fresh, _ = make(2000, noise, np.random.default_rng([seed, 1]))
+    errors = {}
+    for name in ("pca", kind):
+        config = TrainConfig(DataConfig(dataset=case, n_samples=rows), ModelConfig(model=name, latent_dim=latent,
+                                                                                  seed=seed), experiment="pytest")
+        prepared = prepare(config)
+        model = fit_and_evaluate(prepared).model
+        scale = prepared.split.train.std(axis=0)
+        errors[name] = float(np.mean(((fresh - model.reconstruct(fresh)) / scale) ** 2))
+    return errors[kind] / errors["pca"], model
+
+
+@pytest.mark.parametrize("case, rows, latent", [("scurve", 200, 1), ("curve3d", 60, 2)])
+def test_the_vae_on_small_data_does_not_lose_to_pca(case, rows, latent):
+    """The S-curve at 200 rows and the 3-D sheet at 60 (the size its users had): restarts of a
+    plain AE start, then the VAE from it, or PCA as a VAE where no net clearly wins."""
+    for seed in (0, 1, 2):
+        ratio, model = _cli_split_ratio("vae", case, rows, latent, seed)
+        assert ratio <= 1.001, (seed, ratio, model.kept_)
+
+
+def test_a_net_that_cannot_beat_pca_on_validation_gives_way_to_it():
+    """Two Gaussian clusters of 60 rows at latent 1: the nets do not beat PCA on the validation
+    rows by more than the noise, so the AE keeps PCA's solution, exactly, as nets without a
+    hidden layer, and so does the sparse AE (its ReLU code shifted positive)."""
+    for kind in ("ae", "sparse"):
+        ratio, model = _cli_split_ratio(kind, "two_gaussians", 60, 1, 0)
+        assert model.kept_ == "linear" and model.sizes_.hidden == (), model.kept_
+        assert abs(ratio - 1.0) < 1e-4, ratio
+        assert model.sizes_.restarts == 4  # 42 training rows: several seeded fits were tried first

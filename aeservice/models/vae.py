@@ -4,17 +4,13 @@ from __future__ import annotations
 import numpy as np
 
 import dataclasses
-import os
 
 from aeservice.models.base import Searched
 from aeservice.models.keras_base import KerasAutoencoder, keras_module
 
-_AE_START = os.environ.get("AE_START", "1") == "1"
-_ONE_FROM_AE = os.environ.get("ONE_FROM_AE", "1") == "1"
-_NO_WARMUP = os.environ.get("NO_WARMUP", "1") == "1"
 
-
-def _prefixed(listener, prefix):
+def _prefixed(listener, prefix: str):
+    """The listener, hearing every metric name with `prefix` in front (the AE start's ae_loss, ...)."""
     return lambda epoch, logs: listener(epoch, {prefix + k: v for k, v in logs.items()})
 
 __all__ = ["VariationalAutoencoder"]
@@ -94,11 +90,9 @@ class VariationalAutoencoder(KerasAutoencoder):
     def _fit(self, x_train, x_val, callbacks, verbose):
         from aeservice.models.layers import MIN_VARIANCE
 
-        self._ae_start = self._fit_deterministic_start(x_train, x_val, callbacks, verbose) if _AE_START else None
-        if self._ae_start is not None and _ONE_FROM_AE:
-            self.sizes_ = dataclasses.replace(self.sizes_, restarts=1)
-        if self._ae_start is not None and _NO_WARMUP:
-            self.sizes_ = dataclasses.replace(self.sizes_, kl_warmup=0)
+        self._ae_start = self._fit_deterministic_start(x_train, x_val, callbacks, verbose)
+        if self._ae_start is not None:  # the AE made the restarts, and its posterior is not collapsed:
+            self.sizes_ = dataclasses.replace(self.sizes_, restarts=1, kl_warmup=0)  # one fit, full KL
         super()._fit(x_train, x_val, callbacks, verbose)
         self.decoder_log_var_ = np.zeros(0)
         if self.gaussian:  # the decoder's sigma^2: training MSE per feature under q(z|x)
