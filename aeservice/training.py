@@ -86,6 +86,10 @@ def used_params(model: Autoencoder) -> dict[str, Any]:
             used["kl_warmup_used"] = min(sizes.kl_warmup, sizes.epochs // 2)
         if getattr(model, "kept_", None):  # which fit won on validation: "restart N" or "linear"
             used["kept"] = model.kept_
+        if getattr(model, "restart_scores_", None):  # each restart's validation loss
+            used["restart_val_losses"] = ",".join(f"{v:.5g}" for v in model.restart_scores_)
+        if getattr(model, "ae_kept_", None):  # the VAE's plain AE start: which of its fits won
+            used["ae_start_kept"] = model.ae_kept_
     return used
 
 
