@@ -167,6 +167,15 @@ def _import_tensorflow_quietly() -> None:
         os.close(devnull)
 
 
+def _fits(sizes) -> str:
+    """How many seeded fits `train` makes, for its announce line."""
+    if sizes.max_restarts == 1:
+        return ""
+    planned = f"{sizes.restarts} fit{'s' if sizes.restarts > 1 else ''}"
+    more = f", up to {sizes.max_restarts} while none beats the linear model" if sizes.max_restarts > sizes.restarts else ""
+    return f" per fit, {planned}{more}"
+
+
 def user_errors(func: Callable) -> Callable:
     """Bad input ends the command with one line and exit code 1, never a traceback."""
 
@@ -224,13 +233,13 @@ def train(quiet: bool, **options: Any) -> None:
         epochs = MODELS[config.model.model].trains_in_epochs  # else one fit, no net (PCA)
         net = "" if not epochs else (
             f"; hidden {','.join(map(str, sizes.hidden)) or 'none'}, batch {sizes.batch_size}, "
-            f"at most {sizes.epochs} epochs" + (f" x {sizes.restarts} restarts" if sizes.restarts > 1 else "")
+            f"at most {sizes.epochs} epochs" + _fits(sizes)
             + f"; {sizes.activation}" + (f", input noise {sizes.input_noise:g}" if sizes.input_noise else "")
             + ("; from a plain AE fitted first (ae_* lines)" if config.model.model == "vae" else ""))
         click.echo(f"training {config.model.model} on {d.name} ({len(d.x)} rows x {d.n_features} features, "
                    f"{d.kind}: {d.kind_reason}){net}", err=True)
         if not quiet:
-            callbacks.append(progress_printer(sizes.epochs * sizes.restarts if epochs else 1))  # one fit: one step
+            callbacks.append(progress_printer(sizes.epochs * sizes.max_restarts if epochs else 1))  # PCA: one step
     peak, worker_time = "", ""
     if worker.available():  # MLflow in a second process, on the other core
         run_id, _, result, tracker = worker.train_in_parallel(config, callbacks, announce)

@@ -84,7 +84,7 @@ def test_train_command_in_a_real_process_logs_through_the_tracking_worker(tracki
     proc = _train_process(tracking_uri, tmp_path, "--model", "sparse", "--dataset", "scurve", "--epochs", "2",
                           "--patience", "0", "--experiment", "cli")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "epoch 2/2" in proc.stderr and "test_mse" in proc.stdout
+    assert "epoch 2/8" in proc.stderr and "test_mse" in proc.stdout  # 2 epochs a fit, at most 4 fits
     assert "tracking worker time" in proc.stderr  # the forked worker logged this run
     [run] = mlflow.search_runs(experiment_names=["cli"], output_format="list")
     params = run.data.params
@@ -93,14 +93,16 @@ def test_train_command_in_a_real_process_logs_through_the_tracking_worker(tracki
     sizes = resolve_sizes(ModelConfig(), int(params["n_train"]))
     assert params["hidden"] == params["batch_size"] == "auto"
     # two epochs rarely beat PCA: then the linear model is kept, and has no hidden layer
-    assert params["kept"] in ("linear", "restart 1") and params["restarts_used"] == "1"
+    # (then more fits were tried first: up to 4 while none beat it)
+    assert (params["kept"], params["restarts_used"]) in (("linear", "4"), ("restart 1", "1"))
     assert (params["hidden_used"], params["batch_size_used"], params["epochs_used"]) == (
         "none" if params["kept"] == "linear" else ",".join(map(str, sizes.hidden)), str(sizes.batch_size), "2")
     assert (params["activation_used"], params["input_noise_used"]) == ("relu", "0.0")  # continuous data
     assert f"hidden {','.join(map(str, sizes.hidden))}, batch {sizes.batch_size}, at most 2 epochs" in proc.stderr
     assert {"val_mse", "test_mse", "explained_variance"} <= set(run.data.metrics)
     client = mlflow.MlflowClient()
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == [0, 1]
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")]
+    assert steps == list(range(2 * int(params["restarts_used"])))  # fits one after another: one running count
     plots = {f.path for f in client.list_artifacts(run.info.run_id, "plots")}
     assert "plots/latent_space.png" in plots and len(plots) == 5
     assert run.inputs.dataset_inputs[0].dataset.name == "scurve"

@@ -167,7 +167,8 @@ def test_sizes_left_at_auto_scale_with_the_training_rows():
     were measured with. The width does not: narrower (few rows) and wider (many) measured no
     better (README, Quality)."""
     few, digits, many = (resolve_sizes(ModelConfig(), n) for n in (200, 1221, 100_000))
-    assert digits == Sizes((256, 128), 500, 64, "relu", 0.0, patience=30, kl_warmup=20, restarts=1)
+    assert digits == Sizes((256, 128), 500, 64, "relu", 0.0, patience=30, kl_warmup=20, restarts=1,
+                            max_restarts=4)
     assert few.batch_size < digits.batch_size < many.batch_size
     assert few.hidden == digits.hidden == many.hidden
     assert many.epochs < digits.epochs  # a fixed budget of steps, not 500 passes over 100k rows
@@ -175,9 +176,10 @@ def test_sizes_left_at_auto_scale_with_the_training_rows():
 
 def test_explicit_sizes_win_over_the_rows():
     given = ModelConfig(model="ae", hidden=(8,), epochs=3, batch_size=7, activation="elu", input_noise=0.0)
-    assert resolve_sizes(given, 100_000, "image") == Sizes((8,), 3, 7, "elu", 0.0, 30, 20, 1)
+    assert resolve_sizes(given, 100_000, "image") == Sizes((8,), 3, 7, "elu", 0.0, 30, 20, 1, 4)
     assert resolve_sizes(ModelConfig(hidden=()), 100_000).hidden == ()  # "none": no hidden layer
-    assert resolve_sizes(ModelConfig(restarts=2, patience=5, kl_warmup=0), 42).restarts == 2
+    given = resolve_sizes(ModelConfig(restarts=2, patience=5, kl_warmup=0), 42)
+    assert (given.restarts, given.max_restarts) == (2, 2)  # exactly the fits asked for
 
 
 def test_small_data_gets_restarts_and_patience_in_steps_not_epochs():

@@ -129,7 +129,8 @@ class KerasAutoencoder(Autoencoder):
         raise NotImplementedError
 
     def _fit(self, x_train: np.ndarray, x_val: np.ndarray, callbacks: list[EpochCallback], verbose: int) -> None:
-        """Fit `sizes_.restarts` seeded nets, keep the best, then weigh it against the linear model.
+        """Fit `sizes_.restarts` seeded nets (more, up to `max_restarts`, while none beats the
+        linear model), keep the best, and weigh it against the linear model.
 
         Restarts are compared on their training loss over the validation rows, scored again
         after early stopping restored each one's best weights (the VAE's averaged over several
@@ -143,9 +144,14 @@ class KerasAutoencoder(Autoencoder):
         self.plans_ = {}  # a refit trains new nets: no plan of the old ones may answer for them
         self.__dict__.pop("_keras_files_", None)  # nor the files of a loaded model's old nets
         xt, xv = x_train.astype("float32"), x_val.astype("float32")
+        linear = self._linear_nets(x_train)
+        linear_errors = _row_errors(*linear, xv)
         scores: list[float] = []
         best: tuple[float, int, object, object] | None = None
-        for restart in range(self.sizes_.restarts):
+        beats = False  # whether the best so far clearly beats the linear model
+        for restart in range(self.sizes_.max_restarts):
+            if restart >= self.sizes_.restarts and beats:
+                break  # the planned fits are done and one won: no retry needed
             first = len(self.history_.get("loss", []))
             model, targets = self._train_once(xt, xv, callbacks, verbose, _restart_seed(self.config.seed, restart))
             diverged = not all(math.isfinite(v) for v in self.history_.get("loss", [])[first:])
@@ -153,17 +159,15 @@ class KerasAutoencoder(Autoencoder):
             scores.append(score)
             if math.isfinite(score) and (best is None or score < best[0]):
                 best = (score, restart + 1, self.encoder_, self.decoder_)
+                gain = _row_errors(self.encoder_, self.decoder_, xv) - linear_errors  # < 0: the net is better
+                noise = float(np.std(gain, ddof=1) / np.sqrt(len(gain))) if len(gain) > 1 else 0.0
+                beats = bool(np.mean(gain) + noise < 0)
         if best is None:
             bad = [i for i, v in enumerate(self.history_.get("loss", [])) if not math.isfinite(v)]
             where = f"{self.history_['loss'][bad[0]]} at epoch {bad[0] + 1}" if bad else "not finite"
             raise DivergedError(f"training diverged: loss became {where}; try a smaller --learning-rate or --beta")
-        net_errors = _row_errors(best[2], best[3], xv)
-        linear = self._linear_nets(x_train)
-        gain = net_errors - _row_errors(*linear, xv)  # negative where the net reconstructs better
-        noise = float(np.std(gain, ddof=1) / np.sqrt(len(gain))) if len(gain) > 1 else 0.0
         self.restart_scores_ = scores
-        self.net_gain_ = float(np.mean(gain))  # mean per-row error of the net minus the linear model's
-        if np.mean(gain) + noise < 0:
+        if beats:
             self.kept_ = f"restart {best[1]}"
             self.encoder_, self.decoder_ = best[2], best[3]
         else:
@@ -227,7 +231,7 @@ class KerasAutoencoder(Autoencoder):
         serves like any other (its `hidden_used` is "none")."""
         from aeservice.data.preprocess import principal_axes
 
-        trained, nets = self.sizes_, (self.encoder_, self.decoder_)
+        trained, nets = self.sizes_, {attr: self.__dict__.get(attr) for attr in _NET_FILES}
         self.sizes_ = dataclasses.replace(trained, hidden=())
         try:
             self._build()
@@ -240,7 +244,11 @@ class KerasAutoencoder(Autoencoder):
             return self.encoder_, self.decoder_
         finally:
             self.sizes_ = trained
-            self.encoder_, self.decoder_ = nets
+            for attr, net in nets.items():  # as they were: set, or not yet
+                if net is None:
+                    self.__dict__.pop(attr, None)
+                else:
+                    self.__dict__[attr] = net
 
     def _start_weights(self, x_train: np.ndarray) -> dict[str, list[np.ndarray]]:
         """(kernel, bias) by layer name that a fit starts from instead of its random draws."""

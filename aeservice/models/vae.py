@@ -92,7 +92,7 @@ class VariationalAutoencoder(KerasAutoencoder):
 
         self._ae_start = self._fit_deterministic_start(x_train, x_val, callbacks, verbose)
         if self._ae_start is not None:  # the AE made the restarts, and its posterior is not collapsed:
-            self.sizes_ = dataclasses.replace(self.sizes_, restarts=1, kl_warmup=0)  # one fit, full KL
+            self.sizes_ = dataclasses.replace(self.sizes_, restarts=1, max_restarts=1, kl_warmup=0)  # one fit
         super()._fit(x_train, x_val, callbacks, verbose)
         self.decoder_log_var_ = np.zeros(0)
         if self.gaussian:  # the decoder's sigma^2: training MSE per feature under q(z|x)
