@@ -233,7 +233,7 @@ def _dataset_figures(rows: list[Row], runs: dict[str, Run], progress: Progress) 
     Every model is shown on one split: the one of the best run's config (runs with other seeds or
     sizes split differently, but their models still take the same rows).
     """
-    from aeservice.tracking.comparison_plots import comparison_figures, test_mse_bars
+    from aeservice.figures.comparison import comparison_figures, test_mse_bars
     from aeservice.training import prepare
 
     name = rows[0]["dataset"]

@@ -24,7 +24,7 @@ from aeservice.config import DataConfig, ModelConfig, TrainConfig
 from aeservice.errors import UserError
 from aeservice.models import MODELS
 from aeservice.tracking import mlflow_run, train_run
-from aeservice.tracking.comparison_plots import latent_spaces, reconstruction_grid, reconstruction_overlay
+from aeservice.figures.comparison import latent_spaces, reconstruction_grid, reconstruction_overlay
 from aeservice.training import evaluate, prepare
 
 EXP = "cmp"

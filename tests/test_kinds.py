@@ -54,7 +54,7 @@ def fifth_kind(monkeypatch):
 def test_a_fifth_kind_needs_only_its_class_and_the_registry_entry(fifth_kind):
     from aeservice.comparison import kind_params
     from aeservice.pipeline import kinds, tuned
-    from aeservice.tracking.comparison_plots import _colour
+    from aeservice.figures.comparison import _colour
     from aeservice.tuning.objective import objective_spec
     from aeservice.tuning.space import parse_ranges, search_space
 
@@ -104,7 +104,7 @@ def test_the_cli_offers_a_registered_kind_with_its_description(fifth_kind):
 
 
 def test_a_fifth_kind_trains_and_logs_its_own_term_and_metric(fifth_kind):
-    from aeservice.tracking.plots import loss_curves
+    from aeservice.figures.run import loss_curves
 
     result = fit_and_evaluate(prepare(small_config(fifth_kind, dataset="curve3d", epochs=2, l1=1e-2)))
     assert set(result.history) == {"loss", "recon", "code_l1", "val_loss", "val_recon", "val_code_l1"}
