@@ -447,21 +447,14 @@ def compare(experiment: str, dataset: str | None, all_runs: bool, no_figures: bo
     comparison.csv and figures (test MSE per kind, reconstructions of every kind, the latent
     spaces side by side; one set per data set) to a new run tagged aeservice.comparison=true.
     """
-    import mlflow
-
     from aeservice.comparison import compare as run_compare
-    from aeservice.comparison import format_table
 
     if dataset is not None and dataset.strip().lower() in ("", "all"):
         dataset = None  # what the MLproject default ("all") means
     report = run_compare(experiment, dataset=dataset, all_runs=all_runs, figures=not no_figures,
                          progress=lambda message: click.echo(message, err=True))
-    click.echo(format_table(report.rows))
-    run = mlflow.get_run(report.run_id)
-    where = mlflow.MlflowClient().get_experiment(run.info.experiment_id).name
-    click.echo(f"\nreport: run {report.run_id} in experiment {where!r} "
-               f"({', '.join(report.artifacts)})")
-    click.echo(f"tracking store: {mlflow.get_tracking_uri()}  (open it with `mlflow ui`)")
+    for line in report.lines():
+        click.echo(line)
 
 
 @main.command()

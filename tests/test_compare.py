@@ -18,13 +18,13 @@ from click.testing import CliRunner
 from conftest import BIN, REPO, small_config, subprocess_env
 
 from aeservice.cli import main
-from aeservice.comparison import (COLUMNS, COMPARISON_TAG, compare, format_table, leaderboard, load_run_model,
-                                  training_runs)
+from aeservice.comparison import COMPARISON_TAG, compare, leaderboard, load_run_model, training_runs
 from aeservice.config import DataConfig, ModelConfig, TrainConfig
 from aeservice.errors import UserError
 from aeservice.models import MODELS
 from aeservice.tracking import mlflow_run, train_run
 from aeservice.figures.comparison import latent_spaces, reconstruction_grid, reconstruction_overlay
+from aeservice.leaderboard import COLUMNS, format_table
 from aeservice.training import evaluate, prepare
 
 EXP = "cmp"

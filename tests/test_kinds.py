@@ -52,9 +52,9 @@ def fifth_kind(monkeypatch):
 
 
 def test_a_fifth_kind_needs_only_its_class_and_the_registry_entry(fifth_kind):
-    from aeservice.comparison import kind_params
-    from aeservice.pipeline import kinds, tuned
     from aeservice.figures.comparison import _colour
+    from aeservice.leaderboard import kind_params
+    from aeservice.pipeline import kinds, tuned
     from aeservice.tuning.objective import objective_spec
     from aeservice.tuning.space import parse_ranges, search_space
 
