@@ -95,7 +95,7 @@ def test_the_cli_offers_a_registered_kind_with_its_description(fifth_kind):
 
     try:
         cli = importlib.reload(cli)
-        [option] = [p for p in cli.main.commands["train"].params if p.name == "model"]
+        [option] = [p for p in cli.aeservice_command.commands["train"].params if p.name == "model"]
         assert list(option.type.choices) == ["pca", "ae", "sparse", "vae", fifth_kind]
         assert option.help == "Model kind: pca baseline, dense ae, sparse ae, vae, or code-L1 ae."
     finally:
