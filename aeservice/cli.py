@@ -1,24 +1,28 @@
 """The `aeservice` command: options in, configs built, the layers below called. Nothing imports it.
 
-Heavy imports (Keras and its backend, MLflow) happen inside commands, so `--help` and `datasets` are quick.
+The options `train` and `tune` share are made from the config fields (`aeservice.config` says
+how), so each setting is declared once. Heavy imports (Keras and its backend, MLflow) happen
+inside commands, so `--help` and `datasets` are quick.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import sys
+import typing
 from typing import Any, Callable
 
 import click
 
 from aeservice import sizes
-from aeservice.config import ACTIVATIONS, DataConfig, ModelConfig, TrainConfig, parse_hidden
+from aeservice.config import DataConfig, ModelConfig, TrainConfig, parse_hidden
 from aeservice.errors import UserError
 from aeservice.models import MODELS  # the classes only: Keras is imported when a model trains
 from aeservice.progress import progress_printer
 from aeservice.timing import phase, summary
 
-__all__ = ["main", "run", "train_options", "config_from_options", "user_errors"]
+__all__ = ["aeservice_command", "run_and_exit", "train_options", "config_from_options", "user_errors"]
 
 # The Keras backend and TensorFlow's log level are set by importing aeservice (aeservice.backend).
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -26,8 +30,7 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 _DEFAULT_MODEL = ModelConfig()
 _PHASES = ("imports", "data", "fit", "tracking in fit", "tracking", "saving the model", "plots", "model logging",
            "waiting for tracking")
-_DEFAULT_DATA = DataConfig()
-_AUTO_SIZES = sizes.describe()  # how aeservice.sizes chooses what is left at auto, for --help
+_PARTS = (ModelConfig, DataConfig, TrainConfig)
 
 
 class _OrAuto(click.ParamType):
@@ -58,95 +61,72 @@ def _whole(value: float, name: str) -> int:
     return int(float(value))
 
 
-def _kinds_help() -> str:
-    """'Model kind: pca baseline, dense ae, sparse ae, or vae.' from each class's description."""
+def _kinds() -> str:
+    """'pca baseline, dense ae, sparse ae, or vae' from each class's description."""
     words = [cls.description or kind for kind, cls in MODELS.items()]
-    listed = words[0] if len(words) == 1 else ", ".join(words[:-1]) + ", or " + words[-1]
-    return f"Model kind: {listed}."
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + ", or " + words[-1]
 
 
-def _option_list() -> list[Callable]:
-    m, d = _DEFAULT_MODEL, _DEFAULT_DATA
-    return [
-        click.option("--model", "model", type=click.Choice(tuple(MODELS)), default=m.model, show_default=True,
-                     help=_kinds_help()),
-        click.option("--dataset", default=d.dataset, show_default=True,
-                     help="Built-in set (see `aeservice datasets`) or a path to .csv, .npy or .npz."),
-        click.option("--latent-dim", type=_OrAuto(integer=True), default=None,
-                     help="Size of the code. [default: auto = 2, or the feature count if smaller]"),
-        click.option("--hidden", default="auto",
-                     help="Hidden layer widths of the encoder, comma-separated; the decoder mirrors them. "
-                          "[default: auto = " + _AUTO_SIZES["hidden"] + "]"),
-        click.option("--activation", type=click.Choice(["auto", *ACTIVATIONS]), default="auto",
-                     help="Hidden-layer activation. [default: auto = " + _AUTO_SIZES["activation"] + "]"),
-        click.option("--input-noise", type=_OrAuto(integer=False), default=None,
-                     help="Std of the Gaussian noise added to training inputs, in scaled units "
-                          "(images: pixels in [0, 1]); 0 is none. [default: auto = "
-                          + _AUTO_SIZES["input_noise"] + "]"),
-        click.option("--epochs", type=_OrAuto(integer=True), default=None,
-                     help="Most epochs to train (early stopping usually ends sooner). "
-                          "[default: auto = " + _AUTO_SIZES["epochs"] + "]"),
-        click.option("--batch-size", type=_OrAuto(integer=True), default=None,
-                     help="Rows per gradient step. [default: auto = " + _AUTO_SIZES["batch_size"] + "]"),
-        click.option("--learning-rate", type=float, default=m.learning_rate, show_default=True, help="Adam step size."),
-        click.option("--beta", type=float, default=m.beta, show_default=True,
-                     help="VAE: weight of the KL term (1 = the true ELBO)."),
-        click.option("--kl-warmup", type=float, default=m.kl_warmup, show_default=True,
-                     help="VAE: epochs over which the KL weight ramps from 0 to beta (at most epochs/2)."),
-        click.option("--l1", type=float, default=m.l1, show_default=True,
-                     help="sparse: L1 weight on the code activations."),
-        click.option("--sparsity-weight", type=float, default=m.sparsity_weight, show_default=True,
-                     help="sparse: weight of the KL sparsity penalty (0 = off)."),
-        click.option("--sparsity-target", type=float, default=m.sparsity_target, show_default=True,
-                     help="sparse: target mean activation rho for the KL sparsity penalty."),
-        click.option("--weight-decay", type=float, default=m.weight_decay, show_default=True,
-                     help="L2 penalty on all kernels."),
-        click.option("--patience", type=float, default=m.patience, show_default=True,
-                     help="Stop after this many epochs without val_loss improvement and restore the best "
-                          "weights; 0 turns early stopping off. On small data, where an epoch has few "
-                          "steps, " + _AUTO_SIZES["pace"] + " (this and --kl-warmup)."),
-        click.option("--restarts", type=_OrAuto(integer=True), default=None,
-                     help="Seeded fits of the nets; the one with the best validation loss is kept, and then "
-                          "only if it reconstructs the validation rows clearly better than PCA (else the "
-                          "kind's linear model is: run param kept). [default: auto = "
-                          + _AUTO_SIZES["restarts"] + "]"),
-        click.option("--seed", type=float, default=m.seed, show_default=True,
-                     help="Seeds the split, initial weights, sampling noise and mixtures."),
-        click.option("--n-samples", type=_OrAuto(integer=True), default=None,
-                     help="Rows to generate for the synthetic sets. [default: auto]"),
-        click.option("--noise", type=_OrAuto(integer=False), default=None,
-                     help="Noise level of the synthetic sets (normal1d: its std). [default: auto]"),
-        click.option("--label-column", default=None, help="CSV column with labels (used for plots only)."),
-        click.option("--data-kind", type=click.Choice(["auto", "continuous", "image"]), default="auto",
-                     show_default=True,
-                     help="image: pixels scaled to [0, 1], Bernoulli VAE; continuous: standardized, Gaussian "
-                          "VAE. auto: a file is images when every value is in [0, 1] or a whole number in "
-                          "0-255 and its rows are 2-D arrays or a square of 8x8 or more features."),
-        click.option("--experiment", default="aeservice", show_default=True, help="MLflow experiment name."),
-    ]
+def _base(hint: Any) -> type:
+    """int, float, str or tuple: a field's type without its None."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    return typing.get_origin(args[0]) or args[0]
+
+
+def _option_fields() -> list[tuple[type, dataclasses.Field, Any]]:
+    """(config class, field, type) of each field that is an option, in --help order: the kind and
+    the data set first, then the other model settings, the other data settings, the experiment."""
+    model, data, run = ([(part, f, typing.get_type_hints(part)[f.name]) for f in dataclasses.fields(part)
+                         if "help" in f.metadata] for part in _PARTS)
+    return [model[0], data[0], *model[1:], *data[1:], *run]
+
+
+def _option(f: dataclasses.Field, hint: Any, words: dict[str, str]) -> Callable:
+    """The click option of one config field, from its type, default and metadata."""
+    meta, base, auto = f.metadata, _base(hint), f.metadata.get("auto")  # auto: None means "chosen from the data"
+    text = meta["help"].format(**words)
+    if auto is not None:
+        text += " [default: auto" + (" = " + auto.format(**words) if auto else "") + "]"
+    choices = tuple(MODELS) if f.name == "model" else meta.get("choices")  # the kinds are known above config.py
+    if choices:
+        kind = click.Choice(["auto", *choices] if auto is not None else list(choices))
+    elif base in (int, float):
+        kind = _OrAuto(integer=base is int) if auto is not None else meta.get("type", base)
+    else:
+        kind = None  # text: "256,128" for a tuple
+    default = f.default if auto is None or isinstance(kind, _OrAuto) else "auto"
+    shown = True if auto is None and f.default is not None else None  # auto: the help says how it is chosen
+    return click.option("--" + f.name.replace("_", "-"), f.name, type=kind, default=default, show_default=shown,
+                        help=text)
 
 
 def train_options(func: Callable) -> Callable:
-    """The data and model options shared by `train` and `tune`."""
-    for option in reversed(_option_list()):
-        func = option(func)
+    """The data and model options shared by `train` and `tune`: one per config field that is an option."""
+    words = {**sizes.describe(), "kinds": _kinds()}  # the help's {names}: how auto chooses, the kinds
+    for _, f, hint in reversed(_option_fields()):
+        func = _option(f, hint, words)(func)
     return func
+
+
+def _config_value(f: dataclasses.Field, hint: Any, value: Any) -> Any:
+    """An option's value as its field's: "auto" and "" are None, "256,128" a tuple, 30.0 a whole number."""
+    if _base(hint) is tuple:
+        return parse_hidden(value)
+    if _base(hint) is int and f.metadata.get("type") is float:
+        return _whole(value, f.name)
+    if isinstance(value, str) and type(None) in typing.get_args(hint) and (
+            value == "" or (value == "auto" and "auto" in f.metadata)):
+        return None
+    return value
 
 
 def config_from_options(options: dict[str, Any]) -> TrainConfig:
     """Build a TrainConfig from the shared options; unknown keys are left for the caller."""
-    o = options
-    model = ModelConfig(
-        model=o["model"], latent_dim=o["latent_dim"], hidden=parse_hidden(o["hidden"]),
-        activation=None if o["activation"] == "auto" else o["activation"], input_noise=o["input_noise"],
-        epochs=o["epochs"], batch_size=o["batch_size"],
-        learning_rate=o["learning_rate"], beta=o["beta"], kl_warmup=_whole(o["kl_warmup"], "kl_warmup"), l1=o["l1"], sparsity_weight=o["sparsity_weight"],
-        sparsity_target=o["sparsity_target"], weight_decay=o["weight_decay"],
-        patience=_whole(o["patience"], "patience"), restarts=o["restarts"], seed=_whole(o["seed"], "seed"),
-    )
-    data = DataConfig(dataset=o["dataset"], n_samples=o["n_samples"], noise=o["noise"],
-                      label_column=o["label_column"] or None, data_kind=o["data_kind"])
-    return TrainConfig(data=data, model=model, experiment=o["experiment"]).validate()
+    values: dict[type, dict[str, Any]] = {part: {} for part in _PARTS}
+    for part, f, hint in _option_fields():
+        values[part][f.name] = _config_value(f, hint, options[f.name])
+    return TrainConfig(DataConfig(**values[DataConfig]), ModelConfig(**values[ModelConfig]),
+                       **values[TrainConfig]).validate()
 
 
 def _import_tensorflow_quietly() -> None:
@@ -198,9 +178,9 @@ def user_errors(func: Callable) -> Callable:
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group("aeservice", context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="aeservice")
-def main() -> None:
+def aeservice_command() -> None:
     """Train, tune, compare, register and serve autoencoders, tracked in MLflow.
 
     Runs go to MLFLOW_TRACKING_URI, or to the embedded default sqlite:///mlflow.db in the
@@ -208,7 +188,7 @@ def main() -> None:
     """
 
 
-@main.command()
+@aeservice_command.command()
 @train_options
 @click.option("--quiet", is_flag=True, help="No per-epoch progress lines and no time and memory summary.")
 @user_errors
@@ -269,7 +249,7 @@ def train(quiet: bool, **options: Any) -> None:
         click.echo(f"peak memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB{peak}", err=True)
 
 
-@main.command()
+@aeservice_command.command()
 def datasets() -> None:
     """List the built-in data sets (files by path work too: .csv, .npy, .npz)."""
     from aeservice.data import describe_builtins
@@ -281,11 +261,12 @@ def datasets() -> None:
         click.echo(f"{name:<{width}}  {size:>6}  {about}")
 
 
-@main.command("main")
+@aeservice_command.command("main")
 @click.option("--dataset", default="digits", show_default=True,
               help="Built-in set or a .csv/.npy/.npz path; every kind trains on it.")
 @click.option("--latent-dim", type=_OrAuto(integer=True), default=None,
-              help="Code size shared by every kind. [default: auto = 2, or the feature count if smaller]")
+              help="Code size shared by every kind. [default: auto = "
+                   + ModelConfig.__dataclass_fields__["latent_dim"].metadata["auto"] + "]")
 @click.option("--n-trials", type=float, default=8, show_default=True,
               help="Optuna trials per tuned kind; the first tries the default settings.")
 @click.option("--epochs", type=float, default=60, show_default=True, help="Most epochs per trial.")
@@ -296,7 +277,7 @@ def datasets() -> None:
               help="Optuna storage. auto: optuna.db beside the MLflow SQLite store.")
 @click.option("--experiment", default="aeservice", show_default=True, help="MLflow experiment for every run.")
 @user_errors
-def run_main(dataset: str, latent_dim: int | None, n_trials: float, epochs: float, seed: float, force: bool,
+def pipeline(dataset: str, latent_dim: int | None, n_trials: float, epochs: float, seed: float, force: bool,
              storage: str, experiment: str) -> None:
     """The whole job: PCA baseline, tuned ae / sparse / vae, registered, compared.
 
@@ -348,7 +329,7 @@ def _auto(value: Any) -> bool:
     return value is None or str(value).strip().lower() in ("auto", "")
 
 
-@main.command()
+@aeservice_command.command()
 @_searchable
 @train_options
 @click.option("--n-trials", type=float, default=20, show_default=True,
@@ -440,7 +421,7 @@ def tune(ctx: click.Context, n_trials: float, timeout: float, storage: str, stud
             click.echo(line)
 
 
-@main.command()
+@aeservice_command.command()
 @click.option("--experiment", default="aeservice", show_default=True, help="MLflow experiment whose runs to compare.")
 @click.option("--dataset", default=None,
               help="Only runs on this data set (name or path as trained). [default: all data sets]")
@@ -456,24 +437,17 @@ def compare(experiment: str, dataset: str | None, all_runs: bool, no_figures: bo
     comparison.csv and figures (test MSE per kind, reconstructions of every kind, the latent
     spaces side by side; one set per data set) to a new run tagged aeservice.comparison=true.
     """
-    import mlflow
-
     from aeservice.comparison import compare as run_compare
-    from aeservice.comparison import format_table
 
     if dataset is not None and dataset.strip().lower() in ("", "all"):
         dataset = None  # what the MLproject default ("all") means
     report = run_compare(experiment, dataset=dataset, all_runs=all_runs, figures=not no_figures,
                          progress=lambda message: click.echo(message, err=True))
-    click.echo(format_table(report.rows))
-    run = mlflow.get_run(report.run_id)
-    where = mlflow.MlflowClient().get_experiment(run.info.experiment_id).name
-    click.echo(f"\nreport: run {report.run_id} in experiment {where!r} "
-               f"({', '.join(report.artifacts)})")
-    click.echo(f"tracking store: {mlflow.get_tracking_uri()}  (open it with `mlflow ui`)")
+    for line in report.lines():
+        click.echo(line)
 
 
-@main.command()
+@aeservice_command.command()
 @click.option("--run-id", required=True, help="The training run whose logged model (runs:/ID/model) to register.")
 @click.option("--name", required=True, help="Registered model name, e.g. digits-vae.")
 @click.option("--force", type=click.BOOL, is_flag=False, flag_value=True, default=False, show_default=True,
@@ -492,23 +466,20 @@ def register(run_id: str, name: str, force: bool) -> None:
         click.echo(line)
 
 
-if __name__ == "__main__":
-    main()
-
-
-def run() -> None:
-    """The console script: `main`, then a quick exit once everything is written.
+def run_and_exit() -> None:
+    """The console script: `aeservice_command`, then a quick exit once everything is written.
 
     After a train, interpreter teardown (finalising Keras, JAX/XLA, MLflow and SQLAlchemy
     modules) takes over a second, and nothing is left to write by then: runs have ended
     (their metrics written) and files are closed. So exit hooks run, streams are
-    flushed, and the process ends without the module teardown. Tests call `main` in-process.
+    flushed, and the process ends without the module teardown. Tests call `aeservice_command`
+    in-process.
     """
     import atexit
     import logging
 
     try:
-        main(prog_name="aeservice")
+        aeservice_command(prog_name="aeservice")
         code = 0
     except SystemExit as exc:
         code = exc.code
@@ -520,3 +491,7 @@ def run() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code or 0)
+
+
+if __name__ == "__main__":
+    aeservice_command()

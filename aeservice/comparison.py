@@ -1,21 +1,19 @@
-"""Compare the training runs of one experiment: a leaderboard, and a comparison run that keeps it.
+"""Compare the training runs of one experiment: find them in MLflow, and log a comparison run.
 
 A training run is what `aeservice.tracking.train_run` logs (by `train`, by each `tune` trial, by
 `main`): tagged `model`, FINISHED, with a `val_mse` metric. Everything else in the experiment
 (comparison runs like ours, `tune` or `main` parents, failed runs) is left out, so comparing
-twice counts the same runs. By default each (data set, kind) shows its best run by `val_mse`
-(the number tuning chose on, so the test set stays an honest final score); `all_runs=True` lists
-every run. Rows are grouped by data set and sorted by `test_mse`.
+twice counts the same runs. Their rows are ranked and shown by `aeservice.leaderboard`: by
+default each (data set, kind) shows its best run by `val_mse`; `all_runs=True` lists every run.
 
 The figures need the data and the models back: `TrainConfig.from_flat(run params)` and
 `training.prepare` rebuild the run's seeded split, and each model is loaded from its logged
 directory with `aeservice.models.load_model` (not through `mlflow.pyfunc.load_model`, which would
-put the run's copy of the code on `sys.path` of this process).
+put the run's copy of the code on `sys.path` of this process). `aeservice.figures.comparison`
+draws them.
 """
 from __future__ import annotations
 
-import csv
-import io
 import re
 import tempfile
 from dataclasses import dataclass, field
@@ -28,7 +26,7 @@ from mlflow.entities import Run
 
 from aeservice.config import TrainConfig
 from aeservice.errors import UserError
-from aeservice.models import MODELS  # the classes only: Keras is not imported with them
+from aeservice.leaderboard import Row, format_table, make_row, rank, to_csv, to_markdown
 
 if TYPE_CHECKING:
     from aeservice.models import Autoencoder
@@ -36,30 +34,10 @@ if TYPE_CHECKING:
 # Keras/TensorFlow (models, training, tracking) and matplotlib are imported where the figures and
 # the report are made, so the table and a wrong experiment name come back without starting them.
 
-__all__ = ["COMPARISON_TAG", "METRICS", "PARAMS", "COLUMNS", "kind_params", "ComparisonReport",
-           "training_runs", "leaderboard", "format_table", "to_markdown", "to_csv", "load_run_model",
-           "compare"]
+__all__ = ["COMPARISON_TAG", "ComparisonReport", "training_runs", "leaderboard", "load_run_model", "compare"]
 
 COMPARISON_TAG = "aeservice.comparison"  # marks our own report runs (never candidates)
-# Every kind's metrics, then the test_ value of each kind's own (`extra_metrics`: the VAE's test_elbo).
-METRICS = ("val_mse", "test_mse", "explained_variance",
-           *dict.fromkeys(f"test_{name}" for model in MODELS.values() for name in model.extra_metrics))
-PARAMS = ("hidden", "epochs", "learning_rate", "beta", "l1", "sparsity_weight", "weight_decay")
-COLUMNS = ("kind", "dataset", "latent_dim", *METRICS, *PARAMS, "run_id")
 
-
-def kind_params(kind: str) -> tuple[str, ...]:
-    """The settings that shape a kind (`Autoencoder.comparison_params`); the rest are left blank in
-    its row, so the table does not suggest that a beta shaped a PCA. A kind no longer registered
-    (an old run's) shows every parameter."""
-    return MODELS[kind].comparison_params if kind in MODELS else PARAMS
-
-
-# Shorter headers for the terminal, where every column has to fit in one line.
-_SHORT = {"latent_dim": "latent", "explained_variance": "expl_var", "learning_rate": "lr",
-          "sparsity_weight": "sparsity_w", "weight_decay": "w_decay"}
-
-Row = dict[str, Any]
 Progress = Callable[[str], None]
 
 
@@ -70,6 +48,14 @@ class ComparisonReport:
     rows: list[Row]
     artifacts: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what the figures had to leave out, and why
+
+    def lines(self) -> list[str]:
+        """What `aeservice compare` prints: the table, then where the report run went."""
+        run = mlflow.get_run(self.run_id)
+        where = mlflow.MlflowClient().get_experiment(run.info.experiment_id).name  # `mlflow run`'s own
+        return [format_table(self.rows), "",
+                f"report: run {self.run_id} in experiment {where!r} ({', '.join(self.artifacts)})",
+                f"tracking store: {mlflow.get_tracking_uri()}  (open it with `mlflow ui`)"]
 
 
 # ---- finding the runs ---------------------------------------------------------------------------
@@ -112,101 +98,15 @@ def _dataset_of(run: Run) -> str:
 
 
 # ---- the leaderboard ------------------------------------------------------------------------------
-def _latent(params: dict[str, str]) -> int | None:
-    for key in ("latent_dim_used", "latent_dim"):
-        try:
-            return int(float(params[key]))
-        except (KeyError, ValueError):
-            continue
-    return None
-
-
-def _used(params: dict[str, str], name: str) -> str | None:
-    """What the run trained with: `hidden_used` over `hidden` when the config said auto."""
-    return params.get(f"{name}_used", params.get(name))
-
-
 def _row(run: Run) -> Row:
-    params, metrics, kind = run.data.params, run.data.metrics, run.data.tags["model"]
-    used = kind_params(kind)
-    return {
-        "kind": kind,
-        "dataset": _dataset_of(run),
-        "latent_dim": _latent(params),
-        **{name: metrics.get(name) for name in METRICS},
-        **{name: _used(params, name) if name in used else None for name in PARAMS},
-        "run_id": run.info.run_id,
-    }
-
-
-def _best_first(run: Run) -> tuple:
-    # lowest val_mse; on a tie the newest run
-    return run.data.metrics["val_mse"], -(run.info.start_time or 0)
-
-
-def _best_per_kind(runs: Sequence[Run]) -> list[Run]:
-    best: dict[tuple[str, str], Run] = {}
-    for run in sorted(runs, key=_best_first):
-        best.setdefault((_dataset_of(run), run.data.tags["model"]), run)
-    return list(best.values())
-
-
-def _order(row: Row) -> tuple:
-    missing = float("inf")
-    test = row["test_mse"] if row["test_mse"] is not None else missing
-    return row["dataset"], test, row["val_mse"], row["kind"]
+    return make_row(run.data.tags["model"], _dataset_of(run), run.data.params, run.data.metrics, run.info.run_id)
 
 
 def leaderboard(runs: Sequence[Run], all_runs: bool = False) -> list[Row]:
-    """One row per run (or per best run of each data set and kind), sorted by test_mse per data set."""
-    chosen = list(runs) if all_runs else _best_per_kind(runs)
-    return sorted((_row(r) for r in chosen), key=_order)
-
-
-_NUMERIC_PARAMS = ("learning_rate", "beta", "l1", "sparsity_weight", "weight_decay")
-
-
-def _text(value: Any, blank: str, column: str = "") -> str:
-    if value is None:
-        return blank
-    if column in _NUMERIC_PARAMS and isinstance(value, str):  # params come back as text: shorten them
-        try:
-            value = float(value)
-        except ValueError:
-            return value
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-def format_table(rows: Sequence[Row]) -> str:
-    """A fixed-width table for the terminal: text left, numbers right, '-' where a value does not apply."""
-    headers = [_SHORT.get(c, c) for c in COLUMNS]
-    cells = [[_text(row[c], "-", c) for c in COLUMNS] for row in rows]
-    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
-    left = {"kind", "dataset", "run_id", "hidden"}
-
-    def line(values: Sequence[str]) -> str:
-        return "  ".join(v.ljust(w) if c in left else v.rjust(w) for c, v, w in zip(COLUMNS, values, widths)).rstrip()
-
-    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in cells)])
-
-
-def to_markdown(rows: Sequence[Row]) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |",
-             "|" + "|".join("---" if c in ("kind", "dataset", "hidden", "run_id") else "---:" for c in COLUMNS) + "|"]
-    lines += ["| " + " | ".join(_text(row[c], "-", c) for c in COLUMNS) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def to_csv(rows: Sequence[Row]) -> str:
-    """Full precision, empty cells where a value does not apply; the header is COLUMNS."""
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({c: "" if row[c] is None else row[c] for c in COLUMNS})
-    return out.getvalue()
+    """One row per run (or per best run of each data set and kind), sorted by test_mse per data set;
+    of runs equally good on val_mse the newest counts."""
+    newest_first = sorted(runs, key=lambda run: -(run.info.start_time or 0))
+    return rank([_row(r) for r in newest_first], all_runs=all_runs)
 
 
 # ---- the figures ----------------------------------------------------------------------------------
@@ -233,7 +133,7 @@ def _dataset_figures(rows: list[Row], runs: dict[str, Run], progress: Progress) 
     Every model is shown on one split: the one of the best run's config (runs with other seeds or
     sizes split differently, but their models still take the same rows).
     """
-    from aeservice.tracking.comparison_plots import comparison_figures, test_mse_bars
+    from aeservice.figures.comparison import comparison_figures, test_mse_bars
     from aeservice.training import prepare
 
     name = rows[0]["dataset"]

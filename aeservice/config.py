@@ -3,6 +3,20 @@
 The three parts follow the layering: data settings are read by `aeservice.data`, model settings
 by `aeservice.models`, and `TrainConfig` bundles them with the run-level seed. `flatten()` gives
 the flat name -> value mapping that MLflow logs as parameters (names match the CLI options).
+
+A setting that `train` and `tune` take as an option (`--latent-dim` for `latent_dim`) says so in
+its field's metadata, and `aeservice.cli` builds the option from the field, so its name, type,
+default and help are declared once, here:
+
+- help: the option's help text. `{name}` is filled in with `aeservice.sizes.describe()[name]`
+  and `{kinds}` with the model kinds' descriptions (both modules sit above this one);
+- auto: for a None default (chosen from the data), what auto means: appended as
+  "[default: auto = ...]", or "[default: auto]" when empty; the option also accepts "auto";
+- choices: the words a text setting accepts;
+- type: the option's type where it is not the field's: `float` for whole numbers, since
+  MLproject passes them as text such as "30.0" (the CLI checks they are whole).
+
+A field without help (val_fraction, test_fraction) is not an option.
 """
 from __future__ import annotations
 
@@ -20,49 +34,102 @@ ACTIVATIONS = ("relu", "gelu", "elu", "silu", "tanh")  # hidden layers; each has
 
 @dataclass
 class DataConfig:
-    dataset: str = "digits"  # bundled with scikit-learn, so it works offline and in CI
-    n_samples: int | None = None  # None: each generator's own size (the seed texts' scale x10)
-    noise: float | None = None  # None: each generator's own noise level
-    label_column: str | None = None  # CSV column holding labels, kept out of the features
-    data_kind: str = "auto"  # auto | continuous | image; picks scaling and the VAE likelihood
+    # bundled with scikit-learn, so it works offline and in CI
+    dataset: str = field(default="digits", metadata={
+        "help": "Built-in set (see `aeservice datasets`) or a path to .csv, .npy or .npz."})
+    # None: each generator's own size (the seed texts' scale x10)
+    n_samples: int | None = field(default=None, metadata={
+        "help": "Rows to generate for the synthetic sets.", "auto": ""})
+    # None: each generator's own noise level
+    noise: float | None = field(default=None, metadata={
+        "help": "Noise level of the synthetic sets (normal1d: its std).", "auto": ""})
+    # CSV column holding labels, kept out of the features
+    label_column: str | None = field(default=None, metadata={
+        "help": "CSV column with labels (used for plots only)."})
+    # auto | continuous | image; picks scaling and the VAE likelihood
+    data_kind: str = field(default="auto", metadata={
+        "choices": ("auto", "continuous", "image"),
+        "help": "image: pixels scaled to [0, 1], Bernoulli VAE; continuous: standardized, Gaussian VAE. auto: a file "
+                "is images when every value is in [0, 1] or a whole number in 0-255 and its rows are 2-D arrays or "
+                "a square of 8x8 or more features."})
     val_fraction: float = 0.15  # enough rows for early stopping to see over-fitting
     test_fraction: float = 0.15  # held out for the final, comparable metrics
 
 
 @dataclass
 class ModelConfig:
-    model: str = "vae"  # the kind users came for (a key of aeservice.models.MODELS); every kind shares this config
-    latent_dim: int | None = None  # None: 2 (plottable), or the feature count if that is smaller
+    # the kind users came for (a key of aeservice.models.MODELS); every kind shares this config
+    model: str = field(default="vae", metadata={
+        "help": "Model kind: {kinds}."})
+    # None: 2 (plottable), or the feature count if that is smaller
+    latent_dim: int | None = field(default=None, metadata={
+        "help": "Size of the code.", "auto": "2, or the feature count if smaller"})
     # hidden, epochs and batch_size: None (auto) is chosen by aeservice.sizes.resolve_sizes from
     # the training rows, so a million rows do not take 64-row steps for 500 epochs and 200 rows
     # get smaller batches (README, Quality, has the measurements).
-    hidden: tuple[int, ...] | None = None  # encoder widths, the decoder mirrors them; auto: 256,128
+    # hidden: encoder widths, the decoder mirrors them; auto: 256,128
+    hidden: tuple[int, ...] | None = field(default=None, metadata={
+        "help": "Hidden layer widths of the encoder, comma-separated; the decoder mirrors them.", "auto": "{hidden}"})
     # activation and input_noise: None (auto) is chosen by the data kind (aeservice.sizes): images
     # get gelu and denoising (digits AE 0.56x PCA's test MSE at latent 2 against relu's 0.71x),
     # continuous data relu and none (gelu left the 1-D curves near-linear: scurve VAE 1.5x PCA).
-    activation: str | None = None  # hidden layers: relu, gelu, elu, silu or tanh
-    input_noise: float | None = None  # std of Gaussian noise added to training inputs (scaled units)
-    epochs: int | None = None  # an upper bound: early stopping ends sooner (benchmark fits: 50-500)
-    batch_size: int | None = None  # rows per gradient step
-    learning_rate: float = 1e-3  # Adam's default; stable for every kind here
-    beta: float = 1.0  # KL weight; 1 is the true ELBO (0.5 narrowed normal1d samples to std 7.6)
-    kl_warmup: int = 20  # epochs of linear KL ramp (capped at epochs/2): escape posterior collapse
-    l1: float = 1e-4  # L1 on the (ReLU) code per unit and row: 30% zeros at 1.13x the AE's MSE (seed 002)
-    sparsity_weight: float = 0.0  # KL sparsity (rho) penalty weight; 0 leaves it off
-    sparsity_target: float = 0.05  # rho, the target mean activation (Hosseini-Asl et al.)
-    weight_decay: float = 0.0  # L2 on kernels; seed 002 needed it with a strong KL sparsity term
-    patience: int = 30  # epochs without val_loss gain before stopping (lr halves after 10); 0 disables
+    # activation: hidden layers: relu, gelu, elu, silu or tanh
+    activation: str | None = field(default=None, metadata={
+        "choices": ACTIVATIONS, "help": "Hidden-layer activation.", "auto": "{activation}"})
+    # input_noise: std of Gaussian noise added to training inputs (scaled units)
+    input_noise: float | None = field(default=None, metadata={
+        "help": "Std of the Gaussian noise added to training inputs, in scaled units (images: pixels in [0, 1]); "
+                "0 is none.", "auto": "{input_noise}"})
+    # epochs: an upper bound: early stopping ends sooner (benchmark fits: 50-500)
+    epochs: int | None = field(default=None, metadata={
+        "help": "Most epochs to train (early stopping usually ends sooner).", "auto": "{epochs}"})
+    # batch_size: rows per gradient step
+    batch_size: int | None = field(default=None, metadata={
+        "help": "Rows per gradient step.", "auto": "{batch_size}"})
+    # Adam's default; stable for every kind here
+    learning_rate: float = field(default=1e-3, metadata={
+        "help": "Adam step size."})
+    # KL weight; 1 is the true ELBO (0.5 narrowed normal1d samples to std 7.6)
+    beta: float = field(default=1.0, metadata={
+        "help": "VAE: weight of the KL term (1 = the true ELBO)."})
+    # epochs of linear KL ramp (capped at epochs/2): escape posterior collapse
+    kl_warmup: int = field(default=20, metadata={
+        "type": float, "help": "VAE: epochs over which the KL weight ramps from 0 to beta (at most epochs/2)."})
+    # L1 on the (ReLU) code per unit and row: 30% zeros at 1.13x the AE's MSE (seed 002)
+    l1: float = field(default=1e-4, metadata={
+        "help": "sparse: L1 weight on the code activations."})
+    # KL sparsity (rho) penalty weight; 0 leaves it off
+    sparsity_weight: float = field(default=0.0, metadata={
+        "help": "sparse: weight of the KL sparsity penalty (0 = off)."})
+    # rho, the target mean activation (Hosseini-Asl et al.)
+    sparsity_target: float = field(default=0.05, metadata={
+        "help": "sparse: target mean activation rho for the KL sparsity penalty."})
+    # L2 on kernels; seed 002 needed it with a strong KL sparsity term
+    weight_decay: float = field(default=0.0, metadata={
+        "help": "L2 penalty on all kernels."})
+    # epochs without val_loss gain before stopping (lr halves after 10); 0 disables
+    patience: int = field(default=30, metadata={
+        "type": float, "help": "Stop after this many epochs without val_loss improvement and restore the best "
+                               "weights; 0 turns early stopping off. On small data, where an epoch has few steps, "
+                               "{pace} (this and --kl-warmup)."})
     # restarts: None (auto) follows the training rows (aeservice.sizes): small data gets several
     # seeded fits, the best kept on validation, since one fit of a few dozen rows often stalls.
-    restarts: int | None = None
-    seed: int = 0  # one seed drives the split, weight init, sampling noise and mixtures
+    restarts: int | None = field(default=None, metadata={
+        "help": "Seeded fits of the nets; the one with the best validation loss is kept, and then only if it "
+                "reconstructs the validation rows clearly better than PCA (else the kind's linear model is: run "
+                "param kept).", "auto": "{restarts}"})
+    # one seed drives the split, weight init, sampling noise and mixtures
+    seed: int = field(default=0, metadata={
+        "type": float, "help": "Seeds the split, initial weights, sampling noise and mixtures."})
 
 
 @dataclass
 class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    experiment: str = "aeservice"  # one experiment for every kind, so the UI compares them
+    # one experiment for every kind, so the UI compares them
+    experiment: str = field(default="aeservice", metadata={
+        "help": "MLflow experiment name."})
 
     def flatten(self) -> dict[str, Any]:
         """Flat parameter dict for MLflow; tuples become '256,128' so they read like the CLI."""

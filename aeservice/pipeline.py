@@ -135,7 +135,8 @@ def run_pipeline(base: TrainConfig, settings: PipelineSettings,
                  echo: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)
                  ) -> PipelineResult:
     """Run or reuse every step under one parent run, register each kind, then compare them."""
-    from aeservice.comparison import compare, format_table
+    from aeservice.comparison import compare
+    from aeservice.leaderboard import format_table
     from aeservice.tuning import TuneSettings, tune
 
     prepared = prepare(base)  # bad settings or data fail here, before any run starts

@@ -8,9 +8,9 @@ import numpy as np
 from click.testing import CliRunner
 from conftest import BIN, REPO, subprocess_env
 
-from aeservice.cli import main
-from aeservice.config import ModelConfig
-from aeservice.sizes import resolve_sizes
+from aeservice.cli import aeservice_command
+from aeservice.config import ACTIVATIONS, DataConfig, ModelConfig, TrainConfig
+from aeservice.sizes import describe, resolve_sizes
 
 FAST = ["--epochs", "2", "--hidden", "16", "--patience", "0", "--experiment", "cli"]
 
@@ -22,12 +22,42 @@ def _statuses():
 
 def test_help_and_datasets():
     runner = CliRunner()
-    result = runner.invoke(main, ["train", "--help"])
+    result = runner.invoke(aeservice_command, ["train", "--help"])
     assert result.exit_code == 0 and "--latent-dim" in result.output and "--patience" in result.output
-    result = runner.invoke(main, ["datasets"])
+    result = runner.invoke(aeservice_command, ["datasets"])
     assert result.exit_code == 0
     for name in ("curve3d", "normal1d", "scurve", "two_gaussians", "digits", "mnist"):
         assert name in result.output
+
+
+def test_the_shared_options_are_made_from_the_config_fields():
+    """Each setting is declared once, in aeservice.config; MLproject's parameters all reach an option."""
+    import dataclasses
+    import re
+
+    import yaml
+
+    from aeservice.cli import _SEARCHABLE
+    from aeservice.tuning import OPTION_PARAMS
+
+    fields = {f.name: f for part in (DataConfig, ModelConfig, TrainConfig) for f in dataclasses.fields(part)
+              if "help" in f.metadata}
+    assert "val_fraction" not in fields and len(fields) == 23
+    for command in ("train", "tune"):
+        params = {p.name: p for p in aeservice_command.commands[command].params}
+        for name, f in fields.items():
+            assert params[name].opts == ["--" + name.replace("_", "-")], name
+            assert f.metadata["help"].split("{")[0] in params[name].help, name
+    train = {p.name: p for p in aeservice_command.commands["train"].params}
+    assert train["learning_rate"].default == ModelConfig().learning_rate and train["seed"].default == 0
+    assert train["hidden"].help.endswith("[default: auto = " + describe()["hidden"] + "]")
+    assert "[default: auto]" in train["noise"].help and train["noise"].default is None
+    assert list(train["activation"].type.choices) == ["auto", *ACTIVATIONS]
+    assert _SEARCHABLE == tuple(OPTION_PARAMS)
+    entry_points = yaml.safe_load((REPO / "MLproject").read_text())["entry_points"]
+    for name, entry in entry_points.items():
+        flags = {p.opts[0] for p in aeservice_command.commands[name].params}
+        assert set(re.findall(r"--[a-z0-9-]+", entry["command"])) <= flags, name
 
 
 def _bad_inputs(tmp_path):
@@ -56,7 +86,7 @@ def _bad_inputs(tmp_path):
 def test_bad_input_gives_one_line_and_leaves_no_run(tracking_uri, tmp_path):
     runner = CliRunner()
     for args, message in _bad_inputs(tmp_path):
-        result = runner.invoke(main, ["train", *FAST, *args])
+        result = runner.invoke(aeservice_command, ["train", *FAST, *args])
         assert result.exit_code != 0, args
         assert message in result.output, (args, result.output)
         assert "Traceback" not in result.output
@@ -65,7 +95,7 @@ def test_bad_input_gives_one_line_and_leaves_no_run(tracking_uri, tmp_path):
 
 
 def test_divergence_marks_the_run_failed(tracking_uri):
-    result = CliRunner().invoke(main, ["train", "--model", "ae", "--dataset", "normal1d", "--epochs", "5",
+    result = CliRunner().invoke(aeservice_command, ["train", "--model", "ae", "--dataset", "normal1d", "--epochs", "5",
                                        "--patience", "0", "--learning-rate", "1e12", "--experiment", "cli"])
     assert result.exit_code == 1, result.output
     assert "training diverged" in result.output

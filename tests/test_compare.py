@@ -17,14 +17,14 @@ import pytest
 from click.testing import CliRunner
 from conftest import BIN, REPO, small_config, subprocess_env
 
-from aeservice.cli import main
-from aeservice.comparison import (COLUMNS, COMPARISON_TAG, compare, format_table, leaderboard, load_run_model,
-                                  training_runs)
+from aeservice.cli import aeservice_command
+from aeservice.comparison import COMPARISON_TAG, compare, leaderboard, load_run_model, training_runs
 from aeservice.config import DataConfig, ModelConfig, TrainConfig
 from aeservice.errors import UserError
 from aeservice.models import MODELS
 from aeservice.tracking import mlflow_run, train_run
-from aeservice.tracking.comparison_plots import latent_spaces, reconstruction_grid, reconstruction_overlay
+from aeservice.figures.comparison import latent_spaces, reconstruction_grid, reconstruction_overlay
+from aeservice.leaderboard import COLUMNS, format_table
 from aeservice.training import evaluate, prepare
 
 EXP = "cmp"
@@ -237,7 +237,7 @@ def test_from_flat_round_trip(store):
 
 def test_cli_prints_the_table_and_where_it_logged(store):
     runner = CliRunner()
-    result = runner.invoke(main, ["compare", "--experiment", EXP, "--no-figures"])
+    result = runner.invoke(aeservice_command, ["compare", "--experiment", EXP, "--no-figures"])
     assert result.exit_code == 0, result.output
     rows = leaderboard(training_runs(EXP))
     assert format_table(rows) in result.output
@@ -246,7 +246,8 @@ def test_cli_prints_the_table_and_where_it_logged(store):
     assert [line.split()[-1] for line in lines[header + 2: header + 2 + len(rows)]] == [r["run_id"] for r in rows]
     assert f"in experiment '{EXP}'" in result.output and "comparison.csv" in result.output
 
-    result = runner.invoke(main, ["compare", "--experiment", EXP, "--all", "--dataset", "digits", "--no-figures"])
+    result = runner.invoke(aeservice_command,
+                           ["compare", "--experiment", EXP, "--all", "--dataset", "digits", "--no-figures"])
     assert result.exit_code == 0, result.output
     digits = {rid for rid, cfg in store.items() if cfg.data.dataset == "digits"}
     assert {rid for rid in digits if rid in result.output} == digits
@@ -260,7 +261,7 @@ def test_cli_prints_the_table_and_where_it_logged(store):
 ])
 def test_cli_errors_are_one_line(store, args, message):
     before = len(mlflow.search_runs(search_all_experiments=True, output_format="list"))
-    result = CliRunner().invoke(main, ["compare", *args])
+    result = CliRunner().invoke(aeservice_command, ["compare", *args])
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [result.output.strip()] and message in result.output
     assert "Traceback" not in result.output

@@ -52,9 +52,9 @@ def fifth_kind(monkeypatch):
 
 
 def test_a_fifth_kind_needs_only_its_class_and_the_registry_entry(fifth_kind):
-    from aeservice.comparison import kind_params
+    from aeservice.figures.comparison import _colour
+    from aeservice.leaderboard import kind_params
     from aeservice.pipeline import kinds, tuned
-    from aeservice.tracking.comparison_plots import _colour
     from aeservice.tuning.objective import objective_spec
     from aeservice.tuning.space import parse_ranges, search_space
 
@@ -95,7 +95,7 @@ def test_the_cli_offers_a_registered_kind_with_its_description(fifth_kind):
 
     try:
         cli = importlib.reload(cli)
-        [option] = [p for p in cli.main.commands["train"].params if p.name == "model"]
+        [option] = [p for p in cli.aeservice_command.commands["train"].params if p.name == "model"]
         assert list(option.type.choices) == ["pca", "ae", "sparse", "vae", fifth_kind]
         assert option.help == "Model kind: pca baseline, dense ae, sparse ae, vae, or code-L1 ae."
     finally:
@@ -104,7 +104,7 @@ def test_the_cli_offers_a_registered_kind_with_its_description(fifth_kind):
 
 
 def test_a_fifth_kind_trains_and_logs_its_own_term_and_metric(fifth_kind):
-    from aeservice.tracking.plots import loss_curves
+    from aeservice.figures.run import loss_curves
 
     result = fit_and_evaluate(prepare(small_config(fifth_kind, dataset="curve3d", epochs=2, l1=1e-2)))
     assert set(result.history) == {"loss", "recon", "code_l1", "val_loss", "val_recon", "val_code_l1"}

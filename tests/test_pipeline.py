@@ -7,7 +7,7 @@ import mlflow
 from click.testing import CliRunner
 from conftest import BIN, REPO, subprocess_env
 
-from aeservice.cli import main
+from aeservice.cli import aeservice_command
 from aeservice.config import DataConfig, ModelConfig, TrainConfig
 from aeservice.pipeline import PipelineSettings, code_version, kinds, run_pipeline
 
@@ -63,7 +63,7 @@ def test_code_version_changes_with_the_source(tmp_path, monkeypatch):
 
 
 def test_tune_register_as_registers_the_best_trial(tracking_uri, tmp_path):
-    result = CliRunner().invoke(main, [
+    result = CliRunner().invoke(aeservice_command, [
         "tune", "--model", "ae", "--dataset", "curve3d", "--n-samples", "200", "--epochs", "2", "--n-trials", "2",
         "--hidden", "16", "--storage", f"sqlite:///{tmp_path / 'optuna.db'}", "--experiment", "reg",
         "--register-as", "curve-ae", "--quiet"])

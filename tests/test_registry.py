@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from conftest import BIN, REPO, small_config, subprocess_env
 
 from aeservice import registry
-from aeservice.cli import main
+from aeservice.cli import aeservice_command
 from aeservice.errors import UserError
 from aeservice.registry import CHALLENGER, CHAMPION, register_run
 from aeservice.tracking import MODEL_ARTIFACT, train_run
@@ -124,15 +124,16 @@ def test_model_artifact_name_matches_tracking():
 
 def test_cli_register_prints_version_and_aliases(runs):
     runner = CliRunner()
-    result = runner.invoke(main, ["register", "--run-id", runs["better"][0], "--name", "cli"])
+    result = runner.invoke(aeservice_command, ["register", "--run-id", runs["better"][0], "--name", "cli"])
     assert result.exit_code == 0, result.output
     assert "registered cli version 1" in result.output and "champion -> version 1" in result.output
-    result = runner.invoke(main, ["register", "--run-id", runs["worse"][0], "--name", "cli", "--force"])
+    result = runner.invoke(aeservice_command, ["register", "--run-id", runs["worse"][0], "--name", "cli", "--force"])
     assert result.exit_code == 0, result.output
     assert "challenger -> version 2" in result.output and "champion -> version 2 (forced" in result.output
-    result = runner.invoke(main, ["register", "--run-id", runs["worse"][0], "--name", "cli", "--force", "false"])
+    result = runner.invoke(aeservice_command,
+                           ["register", "--run-id", runs["worse"][0], "--name", "cli", "--force", "false"])
     assert result.exit_code == 0 and "champion -> version 2" in result.output and "unchanged" in result.output
-    result = runner.invoke(main, ["register", "--run-id", "nope", "--name", "cli"])
+    result = runner.invoke(aeservice_command, ["register", "--run-id", "nope", "--name", "cli"])
     assert result.exit_code == 1 and "Error: unknown run id 'nope'" in result.output
     assert "Traceback" not in result.output
 

@@ -140,9 +140,9 @@ def test_cli_fixes_given_options_and_reports_a_study_that_only_diverged(store):
     args = ["tune", "--model", "sparse", "--dataset", "scurve", "--n-samples", "200", "--epochs", "2",
             "--latent-dim", "1", "--hidden", "16", "--sparsity-weight", "0", "--range", "learning_rate=1e10,1e12",
             "--n-trials", "2", "--storage", store["optuna"], "--study-name", "cli", "--experiment", "cli"]
-    from aeservice.cli import main
+    from aeservice.cli import aeservice_command
 
-    result = CliRunner().invoke(main, args)
+    result = CliRunner().invoke(aeservice_command, args)
     assert result.exit_code == 1
     assert result.output.strip().splitlines()[-1] == "Error: no trial completed; see the failed trials' reasons above"
     assert result.output.count(" FAIL ") == 2 and "diverged" in result.output
@@ -157,7 +157,7 @@ def test_cli_fixes_given_options_and_reports_a_study_that_only_diverged(store):
 
 
 def test_cli_rejects_bad_ranges_with_one_line(store):
-    from aeservice.cli import main
+    from aeservice.cli import aeservice_command
 
     cases = {
         ("--model", "pca", "--range", "beta=1,2"): "model pca does not search beta",
@@ -167,7 +167,7 @@ def test_cli_rejects_bad_ranges_with_one_line(store):
         ("--model", "ae", "--objective", "val_elbo"): "objective val_elbo is not logged by model ae",
     }
     for extra, message in cases.items():
-        result = CliRunner().invoke(main, ["tune", "--dataset", "scurve", "--n-samples", "200", *extra])
+        result = CliRunner().invoke(aeservice_command, ["tune", "--dataset", "scurve", "--n-samples", "200", *extra])
         assert result.exit_code == 1 and message in result.output, (extra, result.output)
         assert "Traceback" not in result.output
     assert not os.path.exists("optuna.db")  # rejected before any study was made

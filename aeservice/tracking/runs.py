@@ -215,7 +215,7 @@ def log_results(prepared: Prepared, result: TrainResult, log_artifacts: bool = T
     """What a run records after training: final metrics, plots and the pyfunc model."""
     log_scores(result.metrics, used_params(result.model))
     if log_artifacts:
-        from aeservice.tracking.plots import write_figures  # matplotlib: here, not in the tracking worker
+        from aeservice.figures.run import write_figures  # matplotlib: here, not in the tracking worker
 
         with tempfile.TemporaryDirectory() as tmp:
             with phase("plots"):

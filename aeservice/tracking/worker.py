@@ -65,7 +65,7 @@ class TrackingWorker:
     def finish(self, prepared, result) -> str:
         """Hand over the trained model, draw the figures meanwhile, and wait until everything is
         logged; returns the run id. The worker logs the model while this process draws."""
-        from aeservice.tracking.plots import write_figures
+        from aeservice.figures.run import write_figures
         from aeservice.training import used_params
 
         with tempfile.TemporaryDirectory(prefix="aeservice-") as tmp:

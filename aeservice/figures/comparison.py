@@ -1,7 +1,8 @@
 """Figures that put several models of one data set side by side (for `aeservice compare`).
 
 Each takes `models`, an ordered kind -> fitted model mapping, and the one split every model is
-shown on, so the pictures compare like with like. Built from the per-run helpers in `plots`.
+shown on, so the pictures compare like with like. Built from the per-run helpers in
+`aeservice.figures.run`; `aeservice.comparison` logs them to the comparison run.
 """
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from aeservice.data import Dataset, Split
+from aeservice.figures.run import image_grid, label_palette, project_2d, scatter_labels
 from aeservice.models import MODELS, Autoencoder
-from aeservice.tracking.plots import _scatter_labels, image_grid, label_palette, project_2d
 
 __all__ = ["test_mse_bars", "reconstruction_overlay", "reconstruction_grid", "latent_spaces",
            "comparison_figures", "MAX_OVERLAY_FEATURES"]
@@ -97,7 +98,7 @@ def _latent_panel(ax, codes: np.ndarray, labels: np.ndarray | None, categorical:
         ax.set_ylabel("test rows")
         return
     xy, xl, yl = project_2d(codes)
-    _scatter_labels(ax, xy, labels, categorical)
+    scatter_labels(ax, xy, labels, categorical)
     ax.set_xlabel(xl)
     ax.set_ylabel(yl)
 

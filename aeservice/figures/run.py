@@ -1,7 +1,8 @@
-"""The figures each run logs: loss curves, latent space, latent sweep, reconstructions, samples.
+"""The figures each training run logs: loss curves, latent space, latent sweep, reconstructions, samples.
 
 Image data gets image grids; low-dimensional data gets the data with the model's output drawn
-over it. Every function returns a matplotlib Figure.
+over it. Every function returns a matplotlib Figure; `write_figures` saves them as PNG files,
+which `aeservice.tracking` logs (this module knows nothing of MLflow).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from aeservice.data import Dataset, Split  # noqa: E402
 from aeservice.models import Autoencoder  # noqa: E402
 
 __all__ = ["loss_curves", "latent_space", "latent_sweep", "reconstructions", "samples", "all_figures",
-           "project_2d", "image_grid", "label_palette", "write_figures", "PLOTS_FOLDER"]
+           "project_2d", "image_grid", "label_palette", "scatter_labels", "write_figures", "PLOTS_FOLDER"]
 
 PLOTS_FOLDER = "plots"  # runs:/<id>/plots/<name>.png
 
@@ -68,7 +69,8 @@ def label_palette(n: int) -> list:
     return [cmap(i % cmap.N) for i in range(n)]
 
 
-def _scatter_labels(ax, xy, labels, categorical):
+def scatter_labels(ax, xy, labels, categorical: bool) -> None:
+    """2-D points coloured by label: a legend for classes, a colour bar for a continuous label."""
     if labels is None:
         ax.scatter(xy[:, 0], xy[:, 1], s=6, alpha=0.7)
     elif categorical:
@@ -96,7 +98,7 @@ def latent_space(model: Autoencoder, split: Split, categorical: bool) -> plt.Fig
         ax.set_ylabel("code")
     else:
         xy, xl, yl = project_2d(codes)
-        _scatter_labels(ax, xy, split.test_labels, categorical)
+        scatter_labels(ax, xy, split.test_labels, categorical)
         ax.set_xlabel(xl)
         ax.set_ylabel(yl)
     ax.set_title(f"{model.kind}: test codes ({codes.shape[1]}-D)")
