@@ -54,9 +54,9 @@ def test_a_model_trained_on_the_other_backend_loads_here_and_matches_keras(track
     model = mlflow.pyfunc.load_model(f"runs:/{run_id}/model").unwrap_python_model().model
     x = model.scaler_.transform(prepare(small_config("vae")).split.test[:7])
     # The nets loaded on this backend compute what numpy computes from the saved weights.
-    assert set(model.plans_) == {"encoder_", "decoder_"}
-    for attr, inputs in (("encoder_", x), ("decoder_", np.random.default_rng(0).standard_normal((7, 2)))):
-        keras_out, plan_out = infer(getattr(model, attr), inputs), model.plans_[attr](inputs)
+    assert model.nets_.planned() == {"encoder": True, "decoder": True}
+    for name, inputs in (("encoder", x), ("decoder", np.random.default_rng(0).standard_normal((7, 2)))):
+        keras_out, plan_out = infer(model.nets_.keras_net(name), inputs), model.nets_.plan(name)(inputs)
         for a, b in zip(keras_out if isinstance(keras_out, list) else [keras_out],
                         plan_out if isinstance(plan_out, list) else [plan_out]):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
