@@ -85,7 +85,9 @@ class FrozenNets:
     def keras_net(self, name: str) -> keras.Model:
         """The Keras net (deserialized from its saved file on first need); KeyError if there is none."""
         if name not in self._keras:
-            self._keras[name] = _deserialize(self._files[name] if name in self._files else _missing(name))
+            if name not in self._files:
+                raise _missing(name)
+            self._keras[name] = _deserialize(self._files[name])
             del self._files[name]  # the Keras net is the net now (and what `save` writes)
         return self._keras[name]
 
@@ -138,8 +140,10 @@ class FrozenNets:
         for name, file in _FILES.items():
             if name in self._keras:
                 self._keras[name].save(path / file)
-            else:  # loaded, and never deserialized since: the file as it was read
-                (path / file).write_bytes(self._files[name] if name in self._files else _missing(name))
+            elif name in self._files:  # loaded, and never deserialized since: the file as it was read
+                (path / file).write_bytes(self._files[name])
+            else:
+                raise _missing(name)
         arrays: dict[str, np.ndarray] = {}
         for name, (probe, expected) in self._checks.items():
             arrays.update(_plan_arrays(self._plans[name], name))
@@ -236,9 +240,9 @@ def _check_name(name: str) -> None:
         raise KeyError(f"no net named {name!r}; the nets are {', '.join(NETS)}")
 
 
-def _missing(name: str):
+def _missing(name: str) -> KeyError:
     _check_name(name)
-    raise KeyError(f"no {name} net: the model is neither fitted nor loaded")
+    return KeyError(f"no {name} net: the model is neither fitted nor loaded")
 
 
 def _deserialize(data: bytes) -> keras.Model:
