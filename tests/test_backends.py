@@ -45,6 +45,21 @@ def test_default_is_the_fastest_installed_and_the_variable_overrides_it(tracking
         assert ask(None)[1] is False, "TensorFlow was imported although another backend runs"
 
 
+@pytest.mark.skipif(default_backend() == "tensorflow", reason="TensorFlow is the default backend here")
+def test_seeding_and_saving_a_net_leave_tensorflow_unimported(tracking_uri, tmp_path):
+    """Keras imports TensorFlow on any backend when it seeds or saves, unless told it is absent
+    (aeservice.models.keras_patch); this fails if a Keras upgrade moved what the patch sets."""
+    code = ("import sys\nimport aeservice\nfrom aeservice.models.keras_base import keras_module\n"
+            "keras = keras_module()\nkeras.utils.set_random_seed(0)\n"
+            "x = keras.Input((3,))\nnet = keras.Model(x, keras.layers.Dense(2)(x))\n"
+            f"net.save({str(tmp_path / 'net.keras')!r})\n"
+            "print(keras.backend.backend(), 'tensorflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], env=_env(tracking_uri, None), capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == [default_backend(), "False"]
+
+
 def test_a_model_trained_on_the_other_backend_loads_here_and_matches_keras(tracking_uri):
     out = subprocess.run([str(BIN / "aeservice"), "train", "--model", "vae", "--epochs", "2", "--hidden", "16",
                           "--quiet"], env=_env(tracking_uri, OTHER), capture_output=True, text=True, timeout=600)
@@ -54,9 +69,9 @@ def test_a_model_trained_on_the_other_backend_loads_here_and_matches_keras(track
     model = mlflow.pyfunc.load_model(f"runs:/{run_id}/model").unwrap_python_model().model
     x = model.scaler_.transform(prepare(small_config("vae")).split.test[:7])
     # The nets loaded on this backend compute what numpy computes from the saved weights.
-    assert set(model.plans_) == {"encoder_", "decoder_"}
-    for attr, inputs in (("encoder_", x), ("decoder_", np.random.default_rng(0).standard_normal((7, 2)))):
-        keras_out, plan_out = infer(getattr(model, attr), inputs), model.plans_[attr](inputs)
+    assert model.nets_.planned() == {"encoder": True, "decoder": True}
+    for name, inputs in (("encoder", x), ("decoder", np.random.default_rng(0).standard_normal((7, 2)))):
+        keras_out, plan_out = infer(model.nets_.keras_net(name), inputs), model.nets_.plan(name)(inputs)
         for a, b in zip(keras_out if isinstance(keras_out, list) else [keras_out],
                         plan_out if isinstance(plan_out, list) else [plan_out]):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

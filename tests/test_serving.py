@@ -220,7 +220,8 @@ def test_frozen_model_runs_numpy_plans_that_match_keras(kind, tmp_path):
     prepared = prepare(small_config(kind, epochs=2, hidden=(16, 8)))
     path = fit_and_evaluate(prepared).model.save(tmp_path / kind)
     keras_model, frozen = load_model(path), load_model(path)
-    keras_model.plans_ = {}  # every call through the Keras nets
+    keras_model.nets_.unfreeze()  # every call through the Keras nets
+    assert keras_model.nets_.planned() == {"encoder": False, "decoder": False}
     assert prepare_for_serving(frozen) == {"encoder_": True, "decoder_": True}
     x = prepared.split.test[:20]
     z = keras_model.encode(x)
@@ -240,24 +241,48 @@ def test_a_loaded_model_answers_from_its_saved_plans_and_a_tampered_plan_falls_b
     path = trained.save(tmp_path / "vae")
     x = prepared.split.test[:9]
 
+    with np.load(path / "plans.npz") as saved:  # the saved format, which models saved earlier have too
+        keys = set(saved.files)
+        layouts = {name: json.loads(str(saved[f"{name}_layout"])) for name in ("encoder", "decoder")}
+    expected_keys = set()
+    for name, layout in layouts.items():
+        assert set(layout) == {"input", "outputs", "steps"}
+        expected_keys |= {f"{name}_layout", f"{name}_probe"}
+        expected_keys |= {f"{name}_expected_{j}" for j in range(len(layout["outputs"]))}
+        for i, (_, _, _, has_bias) in enumerate(layout["steps"]):
+            expected_keys |= {f"{name}_{i}_kernel"} | ({f"{name}_{i}_bias"} if has_bias else set())
+    assert keys == expected_keys and len(layouts["encoder"]["outputs"]) == 2  # the VAE's mean and log-variance
+
     loaded = load_model(path)
     assert loaded.freeze() == {"encoder_": True, "decoder_": True}
     np.testing.assert_allclose(loaded.reconstruct(x), trained.reconstruct(x), rtol=1e-5, atol=1e-6)
-    assert "encoder_" not in vars(loaded) and "decoder_" not in vars(loaded)  # no Keras net deserialized
+    assert not loaded.nets_.is_deserialized("encoder") and not loaded.nets_.is_deserialized("decoder")  # no Keras net deserialized
     resaved = load_model(loaded.save(tmp_path / "again"))  # the files as read, plans and all
     np.testing.assert_allclose(resaved.encode(x), trained.encode(x), rtol=1e-5, atol=1e-6)
+    code = ("import sys, numpy as np\nfrom aeservice.models import load_model\n"  # and all of it without Keras
+            f"model = load_model({str(path)!r})\nx = np.load({str(tmp_path / 'x.npy')!r})\n"
+            "out = [model.encode(x), model.decode(model.encode(x)), model.reconstruct(x), model.score(x), model.sample(3, 1)]\n"
+            f"again = load_model(model.save({str(tmp_path / 'third')!r}))\n"
+            "np.testing.assert_array_equal(again.reconstruct(x), out[2])\n"
+            "print(model.freeze(), sorted(m for m in ('keras', 'jax', 'tensorflow', 'torch') if m in sys.modules))")
+    np.save(tmp_path / "x.npy", x)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "{'encoder_': True, 'decoder_': True} []"
 
     with np.load(path / "plans.npz") as saved:  # a plan whose weights no longer match the saved answers
         arrays = {k: saved[k] for k in saved.files}
     arrays["decoder_0_kernel"] = arrays["decoder_0_kernel"] + 0.5
     np.savez(path / "plans.npz", **arrays)
     fallback = load_model(path)
-    assert "decoder_" in vars(fallback)  # the check failed: the Keras nets were loaded and planned afresh
+    assert fallback.nets_.is_deserialized("decoder")  # the check failed: the Keras net was loaded and planned afresh
+    assert not fallback.nets_.is_deserialized("encoder")  # its plan passed: that net stays a file
+    assert fallback.freeze() == {"encoder_": True, "decoder_": True}
     np.testing.assert_allclose(fallback.reconstruct(x), trained.reconstruct(x), rtol=1e-5, atol=1e-6)
 
     (path / "plans.npz").unlink()  # as saved before plans were: Keras nets, planned at load
     older = load_model(path)
-    assert "encoder_" in vars(older) and older.freeze() == {"encoder_": True, "decoder_": True}
+    assert older.nets_.is_deserialized("encoder") and older.freeze() == {"encoder_": True, "decoder_": True}
     np.testing.assert_allclose(older.reconstruct(x), trained.reconstruct(x), rtol=1e-5, atol=1e-6)
 
 

@@ -1,27 +1,29 @@
-"""What the Keras kinds share: dense stacks, the fit loop, direct calls, .keras persistence.
+"""What the Keras kinds share: dense stacks, the fit loop, and inference through `nets_`.
 
 A kind supplies its encoder/decoder and a training graph whose outputs are named loss terms
 (`recon`, `kl`, `sparsity`); Keras then logs each as `<term>_loss`, renamed here to the term.
 
-Keras is imported on first need (building, fitting, or loading nets without saved plans), not
-with this module: a model loaded with its saved numpy plans answers without it, so the model
-server and `train`'s tracking worker, which logs and checks the model, never import Keras or
-its backend (about 1 s and 190 MB per process).
+The nets live in `nets_`, a `FrozenNets` (aeservice.models.frozen), which runs them (as numpy
+plans where those reproduce them), saves and loads their files, and deserializes a loaded net
+on first need only. Keras is imported on first need (building, fitting, or loading nets without
+saved plans), not with this module: a model loaded with its saved numpy plans answers without
+it, so the model server and `train`'s tracking worker, which logs and checks the model, never
+import Keras or its backend (about 1 s and 190 MB per process).
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
 import math
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from aeservice.config import ModelConfig
 from aeservice.errors import UserError
 from aeservice.models.base import LATENT_SEARCH, Autoencoder, EpochCallback, Searched
-from aeservice.models.plan import DensePlan, dense_plan
+from aeservice.models.frozen import FrozenNets, infer
 
 if TYPE_CHECKING:
     import keras
@@ -57,29 +59,6 @@ class _ExpectedRetracing(logging.Filter):
 logging.getLogger("tensorflow").addFilter(_ExpectedRetracing())
 
 
-def infer(net: keras.Model, x: np.ndarray):
-    """One inference call of a Keras net on a numpy batch; float64 numpy out (a list if several).
-
-    `predict_on_batch` runs the step Keras compiles once per backend (a tf.function on
-    TensorFlow): measured 0.4 ms per call for 1 or 1000 digits rows against 1.3 ms for an eager
-    `net(x)` and 85+ ms for `predict`, whose batching loop and callbacks cost milliseconds.
-    Inputs are always float32, so the compiled step is traced for one dtype only.
-    """
-    return _as_float64(net.predict_on_batch(np.asarray(x, dtype="float32")))
-
-
-def _as_float64(out):
-    if isinstance(out, (list, tuple)):
-        return [np.asarray(o, dtype=np.float64) for o in out]
-    return np.asarray(out, dtype=np.float64)
-
-
-def _same(a, b) -> bool:
-    """Plan and net agree (float32 rounding apart)."""
-    a, b = (a if isinstance(a, list) else [a]), (b if isinstance(b, list) else [b])
-    return len(a) == len(b) and all(x.shape == y.shape and np.allclose(x, y, rtol=1e-3, atol=1e-4) for x, y in zip(a, b))
-
-
 class KerasAutoencoder(Autoencoder):
     """Encoder and decoder are separate Keras models; serving calls them directly."""
 
@@ -97,6 +76,33 @@ class KerasAutoencoder(Autoencoder):
               Searched("learning_rate", 1e-4, 1e-2, log=True),  # around Adam's 1e-3
               Searched("weight_decay", 1e-7, 1e-3, log=True))
     comparison_params = ("hidden", "epochs", "learning_rate", "weight_decay")
+
+    def __init__(self, config: ModelConfig, data_kind: str = "continuous"):
+        super().__init__(config, data_kind)
+        self.nets_ = FrozenNets()  # the encoder and decoder, once built or loaded
+
+    # The nets as Keras models, for building and fitting them (a loaded net is deserialized when
+    # first asked for). Setting one replaces it in `nets_`, with any plan or file of the old one.
+    @property
+    def encoder_(self) -> keras.Model:
+        return self._keras_net("encoder")
+
+    @encoder_.setter
+    def encoder_(self, net: keras.Model) -> None:
+        self.nets_.set("encoder", net)
+
+    @property
+    def decoder_(self) -> keras.Model:
+        return self._keras_net("decoder")
+
+    @decoder_.setter
+    def decoder_(self, net: keras.Model) -> None:
+        self.nets_.set("decoder", net)
+
+    def _keras_net(self, name: str) -> keras.Model:
+        if not self.nets_.has(name):  # an AttributeError, as for any learned state not learned yet
+            raise AttributeError(f"{type(self).__name__!r} object has no {name} net: it is neither fitted nor loaded")
+        return self.nets_.keras_net(name)
 
     def _schedule_callbacks(self) -> list[keras.callbacks.Callback]:
         """Callbacks that change the objective over epochs (the VAE's KL warm-up)."""
@@ -262,109 +268,37 @@ class KerasAutoencoder(Autoencoder):
         where the code is wider than the data). Codes are whitened: unit variance per unit."""
         raise NotImplementedError
 
+    # ---- inference and persistence: all through `nets_` ------------------------------------------
     def _encode(self, x: np.ndarray) -> np.ndarray:
-        return self._run("encoder_", x)
+        return self.nets_.run("encoder", x)
 
     def _decode(self, z: np.ndarray) -> np.ndarray:
-        return self._run("decoder_", z)
-
-    def freeze(self) -> dict[str, bool]:
-        """For inference only: run each net as a numpy plan where one reproduces it.
-
-        A plan is kept only if it matches the Keras net on a probe batch; other nets keep the
-        compiled Keras call. The weights are copied: `fit` freezes at its end, and a refit
-        drops the plans before it trains. The net's answers on the probe are kept, and saved
-        with the plan, for `_load` to check it against without Keras.
-        """
-        if self._answering_from_saved_plans():
-            return {attr: True for attr in _NET_FILES}
-        self.plans_, self.plan_checks_ = {}, {}
-        rng = np.random.default_rng(0)
-        for attr, width in (("encoder_", self.n_features_), ("decoder_", self.latent_dim_)):
-            net, probe = getattr(self, attr), rng.standard_normal((16, width))
-            plan, expected = dense_plan(net), infer(net, probe)
-            if plan is not None and _same(_as_float64(plan(probe)), expected):
-                self.plans_[attr] = plan
-                self.plan_checks_[attr] = (probe, expected)
-        return {attr: attr in self.plans_ for attr in _NET_FILES}
+        return self.nets_.run("decoder", z)
 
     def _run(self, attr: str, x: np.ndarray):
-        plan = getattr(self, "plans_", {}).get(attr)
-        return _as_float64(plan(x)) if plan is not None else infer(getattr(self, attr), x)
+        """The net of attribute `attr` ("encoder_", "decoder_") on x: `nets_.run` by the net's name."""
+        return self.nets_.run(attr.removesuffix("_"), x)
 
-    # ---- persistence: .keras files, plus the plans so that loading needs no Keras -----------------
+    def freeze(self) -> dict[str, bool]:
+        """For inference only: each net runs as a numpy plan where one reproduces it (FrozenNets.freeze).
+
+        `fit` freezes at its end and `load` at its; a loaded model whose saved plans passed their
+        check freezes without Keras. Which nets have a plan, by attribute (encoder_, decoder_).
+        """
+        return {f"{name}_": planned for name, planned in self.nets_.freeze().items()}
+
     def _save_files(self, path: Path) -> None:
-        for attr, name in _NET_FILES.items():
-            if attr in self.__dict__:
-                self.__dict__[attr].save(path / name)
-            else:  # loaded, and never needed since: the file as it was read
-                (path / name).write_bytes(self._keras_files_[attr])
-        arrays = {}
-        for attr, (probe, expected) in getattr(self, "plan_checks_", {}).items():
-            arrays.update(self.plans_[attr].to_arrays(attr))
-            arrays[f"{attr}probe"] = probe
-            for i, out in enumerate(expected if isinstance(expected, list) else [expected]):
-                arrays[f"{attr}expected_{i}"] = out
-        if arrays:
-            np.savez(path / _PLANS_FILE, **arrays)
+        self.nets_.save(path)
 
     def _load(self, path: Path, state: dict[str, np.ndarray]) -> None:
-        """Load the saved plans, and the Keras nets only if a plan is missing or fails its check.
-
-        Deserializing the two .keras files and checking fresh plans against them took 0.15 s of
-        each load: of MLflow's check of every logged model, and of each server's start-up.
-        The files are read now and deserialized on first use of `encoder_` or `decoder_`.
-        """
-        self._keras_files_ = {attr: (path / name).read_bytes() for attr, name in _NET_FILES.items()}
+        """The nets' files and saved plans; Keras nets are deserialized only where a plan is missing
+        or fails its check, so that the model answers as the trained one did (it froze in `fit`)."""
         self._load_state(state)
-        self.plans_, self.plan_checks_ = _checked_plans(path / _PLANS_FILE)
-        if not self._answering_from_saved_plans():
-            self._load_nets()
-            self.freeze()  # answers as the trained model did: it froze at the end of `fit`
-
-    def _answering_from_saved_plans(self) -> bool:
-        return (not any(attr in self.__dict__ for attr in _NET_FILES) and "_keras_files_" in self.__dict__
-                and set(self.__dict__.get("plans_", {})) == set(_NET_FILES))
-
-    def _load_nets(self) -> None:
-        keras = keras_module()
-        with tempfile.TemporaryDirectory(prefix="aeservice-") as tmp:
-            for attr, name in _NET_FILES.items():
-                (Path(tmp) / name).write_bytes(self._keras_files_[attr])
-                self.__dict__[attr] = keras.saving.load_model(Path(tmp) / name, compile=False)
-
-    def __getattr__(self, name: str):
-        # only for attributes not set: a loaded model's Keras nets, deserialized when first asked for
-        if name in _NET_FILES and "_keras_files_" in self.__dict__:
-            self._load_nets()
-            return self.__dict__[name]
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        self.nets_ = FrozenNets.load(path)
+        self.freeze()
 
     def _load_state(self, state: dict[str, np.ndarray]) -> None:
         """Kind-specific arrays from state.npz."""
-
-
-def _checked_plans(path: Path) -> tuple[dict[str, DensePlan], dict[str, tuple]]:
-    """The saved plans that still give the saved Keras answers on their probe (none if no file)."""
-    plans, checks = {}, {}
-    if not path.is_file():
-        return plans, checks  # saved before plans were saved
-    with np.load(path, allow_pickle=False) as saved:
-        arrays = {k: saved[k] for k in saved.files}
-    for attr in _NET_FILES:
-        plan = DensePlan.from_arrays(arrays, attr)
-        if plan is None or f"{attr}probe" not in arrays:
-            continue
-        expected = [arrays[k] for k in sorted((k for k in arrays if k.startswith(f"{attr}expected_")),
-                                              key=lambda k: int(k.rsplit("_", 1)[1]))]
-        expected = expected[0] if len(expected) == 1 else expected
-        if _same(_as_float64(plan(arrays[f"{attr}probe"])), expected):
-            plans[attr], checks[attr] = plan, (arrays[f"{attr}probe"], expected)
-    return plans, checks
-
-
-_NET_FILES = {"encoder_": "encoder.keras", "decoder_": "decoder.keras"}
-_PLANS_FILE = "plans.npz"
 
 
 def _row_errors(encoder, decoder, x: np.ndarray) -> np.ndarray:

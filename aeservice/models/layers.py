@@ -6,34 +6,18 @@ metric (`kl_loss`, `sparsity_loss`) without a backend-specific train step.
 from __future__ import annotations
 
 import math
-import sys
 import zlib
 
 import keras
 import numpy as np
 from keras import ops
 
+import aeservice.models.keras_patch  # noqa: F401  (TensorFlow stays unimported on other backends; see there)
+
 __all__ = ["dense", "dense_stack", "gelu_tanh", "HostGlorotUniform", "HostZeros", "Sampling", "KLDivergence", "ScheduledWeight", "SparsityPenalty", "MIN_VARIANCE", "gaussian_nll",
            "bernoulli_nll", "mean_of_prediction"]
 
 _LOG_2PI = math.log(2 * math.pi)
-
-
-def _leave_tensorflow_unloaded() -> None:
-    """On other backends, tell Keras that TensorFlow is absent even if it is installed.
-
-    Keras probes `tf.available` (importing TensorFlow: 3.3 s and ~400 MB) when it seeds and
-    whenever it serializes a model, in case of tf.data or tf.TensorShape objects; we have none.
-    Done here because every use of Keras in aeservice imports this module first.
-    """
-    if keras.backend.backend() != "tensorflow" and "tensorflow" not in sys.modules:
-        from keras.src.utils import module_utils
-
-        module_utils.tensorflow._available = False
-
-
-_leave_tensorflow_unloaded()
-
 
 
 @keras.saving.register_keras_serializable(package="aeservice")

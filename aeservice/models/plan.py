@@ -5,15 +5,13 @@ The serving fast path. Any Keras call costs a fixed ~0.4 ms (compiled `predict_o
 `mlflow models serve` costs about 2 ms in all, so that fixed cost alone is 20-60 %. The same
 Dense layers as numpy take microseconds. The plan reads the net's structure from its public
 `get_config()` (the one .keras files store) and its weights from `get_weights()`, so it works
-on every Keras backend; a net with any other kind of layer gets no plan, and a plan is only
-used after it reproduced the Keras outputs on a probe batch (see `KerasAutoencoder.freeze`).
-A plan is saved beside the .keras files as plain arrays, so a loaded model can answer without
-deserializing its Keras nets (see `KerasAutoencoder._load`).
+on every Keras backend; a net with any other kind of layer gets no plan. When a plan is used,
+how it is checked, and how it is saved beside the .keras files so that a loaded model answers
+without Keras: aeservice.models.frozen.
 """
 from __future__ import annotations
 
-import json
-from typing import Callable, Mapping
+from typing import Callable
 
 import numpy as np
 
@@ -49,8 +47,6 @@ ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
-
-
 def _activation_name(setting) -> str | None:
     """A built-in activation is saved as its name, a registered function as a dict naming it."""
     return setting.get("config") if isinstance(setting, dict) else setting
@@ -73,34 +69,6 @@ class DensePlan:
                 values[name] = ACTIVATIONS[activation](out)
         found = [values[name] for name in self.outputs]
         return found[0] if len(found) == 1 else found
-
-    def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
-        """The plan as named arrays for an .npz file: its layout as JSON text, then the weights."""
-        layout = {"input": self.input_name, "outputs": self.outputs,
-                  "steps": [[name, source, activation, bias is not None]
-                            for name, source, _, bias, activation in self.steps]}
-        arrays = {f"{prefix}layout": np.array(json.dumps(layout))}
-        for i, (_, _, kernel, bias, _) in enumerate(self.steps):
-            arrays[f"{prefix}{i}_kernel"] = kernel
-            if bias is not None:
-                arrays[f"{prefix}{i}_bias"] = bias
-        return arrays
-
-    @classmethod
-    def from_arrays(cls, arrays: Mapping[str, np.ndarray], prefix: str) -> "DensePlan | None":
-        """The inverse of `to_arrays`; None if the arrays are missing or name an unknown activation."""
-        try:
-            layout = json.loads(str(arrays[f"{prefix}layout"]))
-            steps = []
-            for i, (name, source, activation, has_bias) in enumerate(layout["steps"]):
-                if activation not in ACTIVATIONS:
-                    return None
-                bias = np.asarray(arrays[f"{prefix}{i}_bias"], dtype=np.float32) if has_bias else None
-                steps.append((name, source, np.asarray(arrays[f"{prefix}{i}_kernel"], dtype=np.float32), bias,
-                              activation))
-            return cls(layout["input"], steps, list(layout["outputs"]))
-        except (KeyError, ValueError, TypeError):
-            return None
 
 
 _BLAS = None

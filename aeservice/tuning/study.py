@@ -108,23 +108,46 @@ def _trial_seed(seed: int, number: int) -> int:
     return int.from_bytes(digest[:4], "little")
 
 
-class _TrialSeededTPE(TPESampler):
-    """TPE whose random state is reset from (seed, trial number) before every trial.
+class _TrialSeededTPE(optuna.samplers.BaseSampler):
+    """TPE whose random state comes from (seed, trial number) alone.
 
     One worker with one seed proposes the same trials every time (the number and history are
     the same); parallel workers, which get distinct trial numbers, do not repeat each other's
     random start-up points; and a resumed study does not replay the proposals it already tried.
+
+    Each trial is proposed by its own `TPESampler(seed=<trial seed>)`: TPE keeps no state
+    between trials but its random generators (it reads the history from the study), so this
+    proposes what one TPE reseeded before every trial would, through Optuna's public API only.
     """
 
-    def __init__(self, seed: int, **kwargs):
-        super().__init__(seed=seed, **kwargs)
-        self._base_seed = seed
+    def __init__(self, seed: int, **tpe_options):
+        self._base_seed, self._tpe_options = seed, tpe_options
+        self._by_trial: dict[int, TPESampler] = {}  # the trials running in this process
+
+    def _tpe(self, trial) -> TPESampler:
+        if trial.number not in self._by_trial:
+            self._by_trial[trial.number] = TPESampler(seed=_trial_seed(self._base_seed, trial.number),
+                                                      **self._tpe_options)
+        return self._by_trial[trial.number]
 
     def before_trial(self, study, trial) -> None:
-        s = _trial_seed(self._base_seed, trial.number)
-        self._rng.rng.seed(s)
-        self._random_sampler._rng.rng.seed(s)
-        super().before_trial(study, trial)
+        self._tpe(trial).before_trial(study, trial)
+
+    def infer_relative_search_space(self, study, trial):
+        return self._tpe(trial).infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self._tpe(trial).sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self._tpe(trial).sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        self._tpe(trial).after_trial(study, trial, state, values)
+        self._by_trial.pop(trial.number, None)
+
+    def reseed_rng(self) -> None:
+        """Nothing to reseed: each trial's generators are seeded from its number."""
 
 
 def make_sampler(seed: int) -> optuna.samplers.BaseSampler:
