@@ -147,8 +147,6 @@ class KerasAutoencoder(Autoencoder):
         on rows it never saw is not worth its nonlinearity, and with a few dozen validation rows
         a plain comparison often kept one that lost on new rows. `kept_` says which won.
         """
-        self.plans_ = {}  # a refit trains new nets: no plan of the old ones may answer for them
-        self.__dict__.pop("_keras_files_", None)  # nor the files of a loaded model's old nets
         xt, xv = x_train.astype("float32"), x_val.astype("float32")
         linear = self._linear_nets(x_train)
         linear_errors = _row_errors(*linear, xv)
@@ -237,8 +235,8 @@ class KerasAutoencoder(Autoencoder):
         serves like any other (its `hidden_used` is "none")."""
         from aeservice.data.preprocess import principal_axes
 
-        trained, nets = self.sizes_, {attr: self.__dict__.get(attr) for attr in _NET_FILES}
-        self.sizes_ = dataclasses.replace(trained, hidden=())
+        trained, nets = self.sizes_, self.nets_
+        self.sizes_, self.nets_ = dataclasses.replace(trained, hidden=()), FrozenNets()  # _build sets the nets
         try:
             self._build()
             mean, variances, axes = principal_axes(x_train, self.config.seed)
@@ -249,12 +247,7 @@ class KerasAutoencoder(Autoencoder):
             _set_weights((self.encoder_, self.decoder_), self._linear_start(mean, top, lead, x_train))
             return self.encoder_, self.decoder_
         finally:
-            self.sizes_ = trained
-            for attr, net in nets.items():  # as they were: set, or not yet
-                if net is None:
-                    self.__dict__.pop(attr, None)
-                else:
-                    self.__dict__[attr] = net
+            self.sizes_, self.nets_ = trained, nets
 
     def _start_weights(self, x_train: np.ndarray) -> dict[str, list[np.ndarray]]:
         """(kernel, bias) by layer name that a fit starts from instead of its random draws."""
@@ -274,10 +267,6 @@ class KerasAutoencoder(Autoencoder):
 
     def _decode(self, z: np.ndarray) -> np.ndarray:
         return self.nets_.run("decoder", z)
-
-    def _run(self, attr: str, x: np.ndarray):
-        """The net of attribute `attr` ("encoder_", "decoder_") on x: `nets_.run` by the net's name."""
-        return self.nets_.run(attr.removesuffix("_"), x)
 
     def freeze(self) -> dict[str, bool]:
         """For inference only: each net runs as a numpy plan where one reproduces it (FrozenNets.freeze).

@@ -151,7 +151,7 @@ class VariationalAutoencoder(KerasAutoencoder):
         return self._ae_start or {}
 
     def _posterior(self, x_scaled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        mean, log_var = self._run("encoder_", x_scaled)
+        mean, log_var = self.nets_.run("encoder", x_scaled)
         return mean, log_var
 
     def _encode(self, x: np.ndarray) -> np.ndarray:
