@@ -20,17 +20,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
+import pickle
 import sys
-import tempfile
 import traceback
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from aeservice.config import TrainConfig
 from aeservice.errors import UserError
 from aeservice.timing import phase, phases
-from aeservice.tracking.messages import Epoch, Failed, Finished, Message, Setup
+from aeservice.tracking.messages import Epoch, Failed, Finished, Message
 
 __all__ = ["available", "train_in_parallel", "TrackingWorker"]
 
@@ -46,19 +45,29 @@ def available() -> bool:
 
 class TrackingWorker:
     """The forked `Tracker`: this process's end of the pipe to the worker, which applies each
-    message with an `MlflowTracker`. Every call raises UserError if the worker has failed."""
+    message with an `MlflowTracker`. Every call raises UserError if the worker has failed.
+
+    A sender thread writes the messages in order, so training never waits on the pipe: not for
+    the training rows (sent without a copy; nothing changes them), nor while the worker is still
+    starting up.
+    """
 
     save_phase = "saving the model"  # saved here, where the model is; logged there while this process draws
 
     def __init__(self) -> None:
         import multiprocessing
+        import queue
+        import threading
 
         ctx = multiprocessing.get_context("fork")
         self._conn, child = ctx.Pipe()
         self._proc = ctx.Process(target=_serve, args=(child,), name="aeservice-tracking", daemon=True)
         self._proc.start()
         child.close()
-        self._files: str | None = None  # a folder for the training rows, until the worker is done
+        self._outbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._broken = False  # the sender could not write: the worker is gone
+        self._sender = threading.Thread(target=self._feed, name="aeservice-tracking-sender", daemon=True)
+        self._sender.start()  # after the fork: the worker has no copy of it
         self._closed = False
         self.run_id: str | None = None
         self.peak_mb = 0.0
@@ -68,16 +77,9 @@ class TrackingWorker:
         if isinstance(message, Epoch):
             with phase("tracking in fit"):
                 self._poll()
-                self._send(message)
-        elif isinstance(message, Setup):  # the rows as a file: a big message would wait for the worker
-            self._files = self._files or tempfile.mkdtemp(prefix="aeservice-")
-            path = os.path.join(self._files, "train_rows.npy")
-            import numpy as np
-
-            np.save(path, message.train_rows)
-            self._send(replace(message, train_rows=_RowsFile(path)))
+                self._post(message)
         elif isinstance(message, Finished):
-            self._send(message)
+            self._post(message)
             with phase("waiting for tracking"):  # the worker logs the model and figures meanwhile
                 while True:
                     reply = self._recv()
@@ -90,15 +92,15 @@ class TrackingWorker:
         elif isinstance(message, Failed):
             self.abort(message.status)
         else:
-            self._send(message)
+            self._post(message)
 
     def abort(self, status: str) -> None:
         """End the run FAILED or KILLED (or start none), then let the worker go."""
         if self._closed:
             return
         if self._proc.is_alive():
+            self._outbox.put(Failed(status))
             try:
-                self._conn.send(Failed(status))
                 if self._conn.poll(60):
                     self._conn.recv()
             except (OSError, EOFError):
@@ -110,16 +112,23 @@ class TrackingWorker:
 
     def _close(self) -> None:
         self._closed = True
-        if self._files:
-            shutil.rmtree(self._files, ignore_errors=True)
-            self._files = None
+        self._outbox.put(None)  # the sender stops once the rest is written (or the worker is gone)
+        self._sender.join(timeout=10)
 
-    def _send(self, message: Message) -> None:
-        try:
-            self._conn.send(message)
-        except (OSError, EOFError):
+    def _feed(self) -> None:
+        """The sender thread."""
+        while (message := self._outbox.get()) is not None:
+            try:
+                _write(self._conn, message)
+            except (OSError, EOFError):
+                self._broken = True  # the reply side tells why
+                return
+
+    def _post(self, message: Message) -> None:
+        if self._broken:
             self._poll()
-            raise UserError("MLflow tracking stopped unexpectedly") from None
+            raise UserError("MLflow tracking stopped unexpectedly")
+        self._outbox.put(message)
 
     def _recv(self) -> Any:
         try:
@@ -136,6 +145,20 @@ class TrackingWorker:
             self._proc.join(timeout=10)
             raise UserError(reply.line)
         raise UserError("MLflow tracking stopped unexpectedly")  # it ended the run on its own (Ctrl-C)
+
+
+def _write(conn, message: Message) -> None:
+    """Pickle a message with its arrays out of band: they go down the pipe from their own memory."""
+    buffers: list = []
+    data = pickle.dumps(message, protocol=5, buffer_callback=buffers.append)
+    conn.send((data, len(buffers)))
+    for buffer in buffers:
+        conn.send_bytes(buffer.raw())
+
+
+def _read(conn) -> Message:
+    data, count = conn.recv()
+    return pickle.loads(data, buffers=[conn.recv_bytes() for _ in range(count)])
 
 
 def train_in_parallel(config: TrainConfig, callbacks: Sequence = (),
@@ -167,13 +190,6 @@ def train_in_parallel(config: TrainConfig, callbacks: Sequence = (),
     return run_id, prepared, result, worker
 
 
-@dataclass(frozen=True)
-class _RowsFile:
-    """`Setup.train_rows` on the way to the worker: saved as .npy, memory-mapped there."""
-
-    path: str
-
-
 # The worker's answers: after Finished, after Failed, or on its own failure.
 @dataclass(frozen=True)
 class _Done:
@@ -198,7 +214,6 @@ def _serve(conn) -> None:
     try:
         with phase("imports"):  # MLflow; no Keras: MLflow's check of the logged model runs its saved plans
             import mlflow
-            import numpy as np
 
             from aeservice.tracking.runs import EpochMetrics, MlflowTracker, warm_up_model_logging
 
@@ -210,9 +225,7 @@ def _serve(conn) -> None:
         while True:
             if tracker.pending and not conn.poll(EpochMetrics.FLUSH_SECONDS):
                 tracker.flush()  # the trainer is quiet (validating, evaluating): write now
-            message = conn.recv()
-            if isinstance(message, Setup) and isinstance(message.train_rows, _RowsFile):
-                message = replace(message, train_rows=np.load(message.train_rows.path, mmap_mode="r"))
+            message = _read(conn)
             tracker.send(message)
             if isinstance(message, Failed):  # the run (if any) ended FAILED or KILLED
                 conn.send(_Aborted())
