@@ -1,7 +1,10 @@
 """Where MLflow lives: one run per training, its params, metrics, plots and pyfunc model.
 
-`train_run` is what `train` calls and what `tune` calls for each trial (as a nested run), so
-both log exactly the same things.
+`MlflowTracker` applies a training's messages (`aeservice.tracking.messages`) to MLflow.
+`train_run` runs the one sequence of steps (`steps.train_tracked`) with it in this process: what
+`tune` calls for each trial (as a nested run), and `train` where it does not fork a tracking
+worker; the worker applies the same messages with an `MlflowTracker` of its own, so every path
+logs exactly the same things.
 """
 from __future__ import annotations
 
@@ -22,16 +25,18 @@ from mlflow.models import ModelSignature
 from mlflow.types.schema import ParamSchema, ParamSpec
 
 import aeservice
-from aeservice.backend import current as current_backend
 from aeservice.models import Autoencoder, EpochCallback
 from aeservice.serving import PYFUNC_FILE
 from aeservice.serving.methods import DEFAULT_SAMPLES
 from aeservice.timing import phase
-from aeservice.training import Prepared, TrainResult, fit_and_evaluate, used_params
+from aeservice.tracking.messages import (Epoch, Failed, Figures, Finished, Message, ModelSaved, Result, RunStarted,
+                                         Setup)
+from aeservice.tracking.steps import model_example, run_name, run_tags, train_tracked
+from aeservice.training import Prepared, TrainResult
 
-__all__ = ["train_run", "mlflow_run", "EpochMetrics", "log_model", "log_new_params", "log_setup", "log_results",
-           "log_scores", "log_plots", "model_example", "warm_up_model_logging", "run_tags", "run_name", "SIGNATURE",
-           "MODEL_ARTIFACT"]
+__all__ = ["train_run", "MlflowTracker", "mlflow_run", "start_run", "EpochMetrics", "log_model", "log_new_params",
+           "log_setup", "log_scores", "log_plots", "model_example", "warm_up_model_logging", "run_tags", "run_name",
+           "SIGNATURE", "MODEL_ARTIFACT"]
 
 MODEL_ARTIFACT = "model"  # runs:/<id>/model
 
@@ -47,18 +52,21 @@ SIGNATURE = ModelSignature(
 )
 
 
-@contextmanager
-def mlflow_run(experiment: str | None, nested: bool = False, tags: dict | None = None,
-               run_name: str | None = None) -> Iterator[mlflow.ActiveRun]:
-    """A run that always ends: FINISHED, FAILED on an error, KILLED on Ctrl-C.
-
-    Under `mlflow run`, MLflow has already made the run (MLFLOW_RUN_ID) in the experiment given
-    to `mlflow run --experiment-name`; that run is used as it is.
-    """
+def start_run(experiment: str | None, nested: bool = False, tags: dict | None = None,
+              run_name: str | None = None) -> mlflow.ActiveRun:
+    """Start a run in `experiment`. Under `mlflow run`, MLflow has already made the run
+    (MLFLOW_RUN_ID) in the experiment given to `mlflow run --experiment-name`; that one is used."""
     with phase("tracking"):
         if experiment and not nested and not os.environ.get("MLFLOW_RUN_ID"):
             mlflow.set_experiment(experiment)
-        run = mlflow.start_run(nested=nested, tags=tags, run_name=run_name)
+        return mlflow.start_run(nested=nested, tags=tags, run_name=run_name)
+
+
+@contextmanager
+def mlflow_run(experiment: str | None, nested: bool = False, tags: dict | None = None,
+               run_name: str | None = None) -> Iterator[mlflow.ActiveRun]:
+    """A run that always ends: FINISHED, FAILED on an error, KILLED on Ctrl-C (see `start_run`)."""
+    run = start_run(experiment, nested=nested, tags=tags, run_name=run_name)
     try:
         yield run
     except KeyboardInterrupt:
@@ -170,60 +178,76 @@ def log_new_params(params: dict) -> None:
     mlflow.log_params({k: v for k, v in params.items() if k not in have})
 
 
+class MlflowTracker:
+    """The in-process `Tracker`: applies each message (`aeservice.tracking.messages`) to MLflow.
+
+    `train_run` uses it directly; `train`'s tracking worker applies the messages the trainer
+    sends it with one of these. Epoch metrics are buffered (`EpochMetrics`).
+    """
+
+    save_phase = "model logging"  # in-process, saving the model has always been part of logging it
+
+    def __init__(self) -> None:
+        self.run_id: str | None = None
+        self._active = False
+        self._epochs = EpochMetrics()
+
+    @property
+    def pending(self) -> bool:
+        """Epoch metrics wait to be written (`flush`)."""
+        return self._epochs.pending
+
+    def flush(self) -> None:
+        self._epochs.flush()
+
+    def send(self, message: Message) -> None:
+        if isinstance(message, Epoch):
+            self._epochs(message.epoch, message.logs)
+        elif isinstance(message, RunStarted):
+            run = start_run(message.experiment, nested=message.nested, tags=message.tags,
+                            run_name=message.run_name)
+            self.run_id, self._active = run.info.run_id, True
+        elif isinstance(message, Setup):
+            log_setup(message)
+        elif isinstance(message, Result):
+            with phase("tracking"):
+                self._epochs.flush()
+            log_scores(message.metrics, message.used)
+        elif isinstance(message, ModelSaved):
+            with phase("model logging"):
+                log_model(Path(message.path), message.example)
+        elif isinstance(message, Figures):
+            log_plots(Path(message.path))
+        elif isinstance(message, Finished):
+            self._active = False
+            with phase("tracking"):
+                mlflow.end_run("FINISHED")
+        elif isinstance(message, Failed):
+            if self._active:
+                self._active = False
+                with contextlib.suppress(Exception):  # the curve up to a failure; the failure is the news
+                    self._epochs.flush()
+                mlflow.end_run(message.status)
+        else:
+            raise TypeError(f"not a tracking message: {message!r}")
+
+
 def train_run(prepared: Prepared, callbacks: Sequence[EpochCallback] = (), nested: bool = False,
               tags: dict | None = None, log_artifacts: bool = True) -> tuple[str, TrainResult]:
-    """Train inside one MLflow run and log everything; returns (run id, result)."""
-    with mlflow_run(prepared.config.experiment, nested=nested, tags=run_tags(prepared, tags),
-                    run_name=run_name(prepared)) as run:
-        log_setup(prepared)
-        epochs = EpochMetrics()
-        try:
-            with phase("fit"):
-                result = fit_and_evaluate(prepared, callbacks=[epochs, *callbacks])
-        except BaseException:
-            with contextlib.suppress(Exception):  # the curve up to a failure; the failure is the news
-                epochs.flush()
-            raise
-        with phase("tracking"):
-            epochs.flush()
-        log_results(prepared, result, log_artifacts)
-    return run.info.run_id, result
+    """Train inside one MLflow run and log everything, in this process; returns (run id, result)."""
+    return train_tracked(prepared, MlflowTracker(), callbacks, nested=nested, tags=tags,
+                         log_artifacts=log_artifacts)
 
 
-def run_tags(prepared: Prepared, extra: dict | None = None) -> dict:
-    return {"model": prepared.config.model.model, "dataset": prepared.dataset.name,
-            "backend": current_backend(), **(extra or {})}
-
-
-def run_name(prepared: Prepared) -> str:
-    return f"{prepared.config.model.model}-{prepared.dataset.name}"
-
-
-def log_setup(prepared: Prepared) -> None:
+def log_setup(setup: Setup) -> None:
     """What a run records before training: every setting and the training data's digest."""
-    cfg, data, split = prepared.config, prepared.dataset, prepared.split
     with phase("tracking"):
-        log_new_params({**cfg.flatten(), "n_features": data.n_features, "n_train": len(split.train),
-                         "data_kind_used": data.kind})
+        log_new_params(setup.params)
         with warnings.catch_warnings():  # a file path "can be interpreted in multiple ways": it is a path
             warnings.simplefilter("ignore", UserWarning)
-            dataset_input = mlflow.data.from_numpy(split.train, source=data.source or data.name, name=data.name)
+            dataset_input = mlflow.data.from_numpy(setup.train_rows, source=setup.dataset_source,
+                                                   name=setup.dataset_name)
         mlflow.log_input(dataset_input, context="training")
-
-
-def log_results(prepared: Prepared, result: TrainResult, log_artifacts: bool = True) -> None:
-    """What a run records after training: final metrics, plots and the pyfunc model."""
-    log_scores(result.metrics, used_params(result.model))
-    if log_artifacts:
-        from aeservice.figures.run import write_figures  # matplotlib: here, not in the tracking worker
-
-        with tempfile.TemporaryDirectory() as tmp:
-            with phase("plots"):
-                folder = write_figures(result.model, result.history, prepared.dataset, prepared.split,
-                                       prepared.config.model.seed, Path(tmp))
-            log_plots(folder)
-        with phase("model logging"):
-            log_model(result.model, model_example(prepared))
 
 
 def log_scores(metrics: dict[str, float], used: dict[str, Any]) -> None:
@@ -234,11 +258,6 @@ def log_scores(metrics: dict[str, float], used: dict[str, Any]) -> None:
 
 
 def log_plots(folder: Path) -> None:
-    """The PNGs `plots.write_figures` wrote, under runs:/<id>/plots."""
+    """The PNGs `aeservice.figures.run.write_figures` wrote, under runs:/<id>/plots."""
     with phase("tracking"):
         mlflow.log_artifacts(str(folder), folder.name)
-
-
-def model_example(prepared: Prepared) -> np.ndarray:
-    """The input example logged with the model: three test rows."""
-    return prepared.split.test[:3]

@@ -1,30 +1,35 @@
 """`train` with its MLflow work in a second process, so tracking runs on the other CPU core.
 
 Importing MLflow and opening its SQLite store cost seconds before the first epoch, and logging
-the run's params, plots and model costs more after the last one. The CLI
-forks a worker before Keras is imported (forking a process that runs JAX or TensorFlow threads
-is unsafe); while this process imports Keras and trains, the worker imports MLflow, opens the
-store and, once the data has loaded here, starts the run and logs its settings. Epoch metrics
-stream to it over a pipe and are written in batches. At the end this process saves the model;
-the worker logs the final metrics and the pyfunc model while this process draws the figures,
-then logs those, with the very functions `train_run`'s `log_results` uses; it ends the run and
-answers with the run id. Where forking is not possible, `train_run` does it all in-process.
-The worker never imports Keras or its backend: a saved model loads from its numpy plans.
+the run's params, plots and model costs more after the last one. The CLI forks a worker before
+Keras is imported (forking a process that runs JAX or TensorFlow threads is unsafe); while this
+process imports Keras and trains, the worker imports MLflow, opens the store and warms up model
+logging. Then this process runs the same steps as in-process `train_run`
+(`steps.train_tracked`) with a `TrackingWorker` as its `Tracker`: each message
+(`aeservice.tracking.messages`) goes over a pipe, and the worker applies it with the in-process
+`runs.MlflowTracker`. Epoch metrics are written in batches; the worker logs the final metrics
+and the pyfunc model while this process draws the figures, then logs those, ends the run and
+answers with the run id. The trainer sends what it knows (settings, the data's facts and
+training rows, the sizes used): the worker never loads the data itself. Where forking is not
+possible, `train_run` does it all in-process. The worker never imports Keras or its backend: a
+saved model loads from its numpy plans.
 
-The worker is told not to start a run until the data has loaded, so bad input leaves no run.
+The first message is `RunStarted` once the data has loaded here, or `Failed`: bad input leaves no run.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import pickle
 import sys
-import tempfile
 import traceback
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from aeservice.config import TrainConfig
 from aeservice.errors import UserError
 from aeservice.timing import phase, phases
+from aeservice.tracking.messages import Epoch, Failed, Finished, Message
 
 __all__ = ["available", "train_in_parallel", "TrackingWorker"]
 
@@ -39,58 +44,63 @@ def available() -> bool:
 
 
 class TrackingWorker:
-    """This process's end of the pipe. Every call raises UserError if the worker has failed."""
+    """The forked `Tracker`: this process's end of the pipe to the worker, which applies each
+    message with an `MlflowTracker`. Every call raises UserError if the worker has failed.
 
-    def __init__(self, config: TrainConfig):
+    A sender thread writes the messages in order, so training never waits on the pipe: not for
+    the training rows (sent without a copy; nothing changes them), nor while the worker is still
+    starting up.
+    """
+
+    save_phase = "saving the model"  # saved here, where the model is; logged there while this process draws
+
+    def __init__(self) -> None:
         import multiprocessing
+        import queue
+        import threading
 
         ctx = multiprocessing.get_context("fork")
         self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_serve, args=(child, config), name="aeservice-tracking", daemon=True)
+        self._proc = ctx.Process(target=_serve, args=(child,), name="aeservice-tracking", daemon=True)
         self._proc.start()
         child.close()
+        self._outbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._broken = False  # the sender could not write: the worker is gone
+        self._sender = threading.Thread(target=self._feed, name="aeservice-tracking-sender", daemon=True)
+        self._sender.start()  # after the fork: the worker has no copy of it
+        self._closed = False
         self.run_id: str | None = None
         self.peak_mb = 0.0
         self.phases: dict[str, float] = {}  # the worker's own time per phase
 
-    def start(self) -> None:
-        """The data loaded here too: the worker may start the run."""
-        self._send(("start",))
-
-    def epoch(self, epoch: int, logs: dict) -> None:
-        with phase("tracking in fit"):
-            self._poll()
-            self._send(("epoch", epoch, dict(logs)))
-
-    def finish(self, prepared, result) -> str:
-        """Hand over the trained model, draw the figures meanwhile, and wait until everything is
-        logged; returns the run id. The worker logs the model while this process draws."""
-        from aeservice.figures.run import write_figures
-        from aeservice.training import used_params
-
-        with tempfile.TemporaryDirectory(prefix="aeservice-") as tmp:
-            with phase("saving the model"):
-                model_dir = result.model.save(Path(tmp) / "autoencoder")
-            self._send(("result", result.metrics, used_params(result.model), str(model_dir)))
-            with phase("plots"):
-                plots = write_figures(result.model, result.history, prepared.dataset, prepared.split,
-                                      prepared.config.model.seed, Path(tmp))
-            self._send(("plots", str(plots)))
-            with phase("waiting for tracking"):
+    def send(self, message: Message) -> None:
+        if isinstance(message, Epoch):
+            with phase("tracking in fit"):
+                self._poll()
+                self._post(message)
+        elif isinstance(message, Finished):
+            self._post(message)
+            with phase("waiting for tracking"):  # the worker logs the model and figures meanwhile
                 while True:
-                    kind, *rest = self._recv()
-                    if kind == "done":
-                        self.run_id, self.peak_mb, self.phases = rest
+                    reply = self._recv()
+                    if isinstance(reply, _Done):
+                        self.run_id, self.peak_mb, self.phases = reply.run_id, reply.peak_mb, reply.phases
                         break
-                    self._handle(kind, rest)
-        self._proc.join(timeout=60)
-        return self.run_id
+                    self._handle(reply)
+            self._proc.join(timeout=60)
+            self._close()
+        elif isinstance(message, Failed):
+            self.abort(message.status)
+        else:
+            self._post(message)
 
     def abort(self, status: str) -> None:
         """End the run FAILED or KILLED (or start none), then let the worker go."""
+        if self._closed:
+            return
         if self._proc.is_alive():
+            self._outbox.put(Failed(status))
             try:
-                self._conn.send(("abort", status))
                 if self._conn.poll(60):
                     self._conn.recv()
             except (OSError, EOFError):
@@ -98,15 +108,29 @@ class TrackingWorker:
         self._proc.join(timeout=60)
         if self._proc.is_alive():
             self._proc.kill()
+        self._close()
 
-    def _send(self, message: tuple) -> None:
-        try:
-            self._conn.send(message)
-        except (OSError, EOFError):
+    def _close(self) -> None:
+        self._closed = True
+        self._outbox.put(None)  # the sender stops once the rest is written (or the worker is gone)
+        self._sender.join(timeout=10)
+
+    def _feed(self) -> None:
+        """The sender thread."""
+        while (message := self._outbox.get()) is not None:
+            try:
+                _write(self._conn, message)
+            except (OSError, EOFError):
+                self._broken = True  # the reply side tells why
+                return
+
+    def _post(self, message: Message) -> None:
+        if self._broken:
             self._poll()
-            raise UserError("MLflow tracking stopped unexpectedly") from None
+            raise UserError("MLflow tracking stopped unexpectedly")
+        self._outbox.put(message)
 
-    def _recv(self) -> tuple:
+    def _recv(self) -> Any:
         try:
             return self._conn.recv()
         except (OSError, EOFError):
@@ -114,112 +138,116 @@ class TrackingWorker:
 
     def _poll(self) -> None:
         while self._conn.poll():
-            kind, *rest = self._recv()
-            self._handle(kind, rest)
+            self._handle(self._recv())
 
-    def _handle(self, kind: str, rest: list) -> None:
-        if kind == "started":
-            self.run_id = rest[0]
-        elif kind == "error":
+    def _handle(self, reply: Any) -> None:
+        if isinstance(reply, _Error):
             self._proc.join(timeout=10)
-            raise UserError(rest[0])
+            raise UserError(reply.line)
+        raise UserError("MLflow tracking stopped unexpectedly")  # it ended the run on its own (Ctrl-C)
+
+
+def _write(conn, message: Message) -> None:
+    """Pickle a message with its arrays out of band: they go down the pipe from their own memory."""
+    buffers: list = []
+    data = pickle.dumps(message, protocol=5, buffer_callback=buffers.append)
+    conn.send((data, len(buffers)))
+    for buffer in buffers:
+        conn.send_bytes(buffer.raw())
+
+
+def _read(conn) -> Message:
+    data, count = conn.recv()
+    return pickle.loads(data, buffers=[conn.recv_bytes() for _ in range(count)])
 
 
 def train_in_parallel(config: TrainConfig, callbacks: Sequence = (),
                       announce: Callable[[Any], None] | None = None) -> tuple[str, Any, Any, TrackingWorker]:
-    """`prepare` + `train_run` with the tracking in a worker forked first.
+    """`prepare` + `train_run`'s steps with the tracking in a worker forked first.
 
     Call before anything has imported Keras (see `available()`); Keras is imported here, after
     the fork. `announce(prepared)` runs once the data has loaded. Returns (run id, prepared,
     result, worker).
     """
-    worker = TrackingWorker(config)
+    worker = TrackingWorker()
     try:
         with phase("imports"):
-            from aeservice.training import fit_and_evaluate, import_libraries, prepare
+            from aeservice.tracking.steps import train_tracked
+            from aeservice.training import import_libraries, prepare
 
             import_libraries(config)
         with phase("data"):
             prepared = prepare(config)
         if announce is not None:
             announce(prepared)
-        worker.start()
-        with phase("fit"):
-            result = fit_and_evaluate(prepared, callbacks=[worker.epoch, *callbacks])
-        run_id = worker.finish(prepared, result)
     except KeyboardInterrupt:
-        worker.abort("KILLED")
+        worker.send(Failed("KILLED"))  # before any run: the worker starts none
         raise
     except BaseException:
-        worker.abort("FAILED")
+        worker.send(Failed("FAILED"))
         raise
+    run_id, result = train_tracked(prepared, worker, callbacks)
     return run_id, prepared, result, worker
 
 
-class _Abort(Exception):
-    """The training side failed: the run ends FAILED."""
+# The worker's answers: after Finished, after Failed, or on its own failure.
+@dataclass(frozen=True)
+class _Done:
+    run_id: str
+    peak_mb: float
+    phases: dict[str, float]
 
 
-def _serve(conn, config: TrainConfig) -> None:
-    """The worker: import and connect while the parent trains, then log what it is sent."""
-    code = 0
+@dataclass(frozen=True)
+class _Aborted:
+    pass
+
+
+@dataclass(frozen=True)
+class _Error:
+    line: str  # what the user sees: one line
+
+
+def _serve(conn) -> None:
+    """The worker: import and connect while the parent trains, then apply what it is sent."""
+    code, tracker = 0, None
     try:
         with phase("imports"):  # MLflow; no Keras: MLflow's check of the logged model runs its saved plans
             import mlflow
 
-            from aeservice.tracking.runs import (EpochMetrics, log_model, log_plots, log_scores, log_setup, mlflow_run,
-                                                 model_example, run_name, run_tags,
-                                                 warm_up_model_logging)
-            from aeservice.training import prepare
+            from aeservice.tracking.runs import EpochMetrics, MlflowTracker, warm_up_model_logging
 
         with phase("connect"):
             mlflow.tracking.MlflowClient()._tracking_client.store  # noqa: B018  (opens the store now)
         with phase("warm-up"):
             warm_up_model_logging()
-        message = conn.recv()
-        if message[0] != "start":
-            return  # aborted before any run: bad input leaves nothing behind
-        prepared = prepare(config)
-        try:
-            with mlflow_run(config.experiment, tags=run_tags(prepared), run_name=run_name(prepared)) as run:
-                log_setup(prepared)
-                conn.send(("started", run.info.run_id))
-
-                epochs = EpochMetrics()
-                while True:
-                    if epochs.pending and not conn.poll(EpochMetrics.FLUSH_SECONDS):
-                        epochs.flush()  # the trainer is quiet (validating, evaluating): write now
-                    message = conn.recv()
-                    if message[0] == "epoch":
-                        epochs(message[1], message[2])
-                    elif message[0] == "abort":  # mlflow_run ends the run KILLED or FAILED
-                        epochs.flush()  # the curve up to the failure
-                        raise KeyboardInterrupt if message[1] == "KILLED" else _Abort()
-                    elif message[0] == "result":  # what train_run's log_results logs, in two parts
-                        _, metrics, used, model_dir = message
-                        with phase("tracking"):
-                            epochs.flush()
-                        log_scores(metrics, used)
-                        with phase("model logging"):
-                            log_model(Path(model_dir), model_example(prepared))
-                    elif message[0] == "plots":
-                        log_plots(Path(message[1]))
-                        break
-        except (_Abort, KeyboardInterrupt):
-            conn.send(("aborted",))
-            return
+        tracker = MlflowTracker()
+        while True:
+            if tracker.pending and not conn.poll(EpochMetrics.FLUSH_SECONDS):
+                tracker.flush()  # the trainer is quiet (validating, evaluating): write now
+            message = _read(conn)
+            tracker.send(message)
+            if isinstance(message, Failed):  # the run (if any) ended FAILED or KILLED
+                conn.send(_Aborted())
+                return
+            if isinstance(message, Finished):
+                break
         import resource  # POSIX, as fork is
 
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        conn.send(("done", run.info.run_id, peak_mb, phases()))
-    except EOFError:
-        code = 1  # the parent is gone
+        conn.send(_Done(tracker.run_id, peak_mb, phases()))
     except BaseException as exc:  # noqa: BLE001  (reported to the parent as one line)
-        code = 1
-        try:
-            conn.send(("error", _one_line(exc)))
-        except OSError:
-            traceback.print_exc()
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        code = 0 if interrupted else 1
+        if tracker is not None:  # the curve so far, and the run ended FAILED, or KILLED on Ctrl-C
+            with contextlib.suppress(BaseException):
+                tracker.send(Failed("KILLED" if interrupted else "FAILED"))
+        if not isinstance(exc, EOFError):  # EOFError: the parent is gone
+            try:
+                conn.send(_Aborted() if interrupted else _Error(_one_line(exc)))
+            except OSError:
+                if not interrupted:
+                    traceback.print_exc()
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
