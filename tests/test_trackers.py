@@ -104,8 +104,8 @@ def spy():
         json.dump(sorted(m for m in ("keras", "jax", "tensorflow", "torch") if m in sys.modules), out)
     return real()
 worker.phases = spy
-from aeservice.cli import main
-main(sys.argv[2:])
+from aeservice.cli import aeservice_command
+aeservice_command(sys.argv[2:])
 """
 
 _DUMP = """
