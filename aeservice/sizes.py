@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from aeservice.config import ModelConfig
-from aeservice.data.preprocess import ESTIMATE_ROWS, principal_axes
+from aeservice.data.preprocess import principal_axes
 
 __all__ = ["Sizes", "resolve_sizes", "fit_sizes", "unexplained_rms", "describe"]
 

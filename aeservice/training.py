@@ -16,7 +16,8 @@ from aeservice.errors import UserError
 from aeservice.models import Autoencoder, EpochCallback, build_model, model_class, resolve_latent_dim
 from aeservice.sizes import Sizes, fit_sizes, resolve_sizes
 
-__all__ = ["Prepared", "TrainResult", "import_libraries", "prepare", "prepared_sizes", "epoch_cap", "used_params", "fit_and_evaluate", "fit_rows", "evaluate"]
+__all__ = ["Prepared", "TrainResult", "import_libraries", "prepare", "prepared_sizes", "epoch_cap", "used_params",
+           "fit_and_evaluate", "fit_rows", "evaluate"]
 
 
 @dataclass

@@ -21,7 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
-from aeservice.config import DataConfig, ModelConfig, TrainConfig  # noqa: E402
+from aeservice.config import DataConfig, TrainConfig  # noqa: E402
 from aeservice.data import load_dataset, split_dataset, synthetic  # noqa: E402
 from aeservice.models import build_model  # noqa: E402
 

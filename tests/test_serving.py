@@ -256,7 +256,8 @@ def test_a_loaded_model_answers_from_its_saved_plans_and_a_tampered_plan_falls_b
     loaded = load_model(path)
     assert loaded.freeze() == {"encoder_": True, "decoder_": True}
     np.testing.assert_allclose(loaded.reconstruct(x), trained.reconstruct(x), rtol=1e-5, atol=1e-6)
-    assert not loaded.nets_.is_deserialized("encoder") and not loaded.nets_.is_deserialized("decoder")  # no Keras net deserialized
+    # no Keras net deserialized
+    assert not loaded.nets_.is_deserialized("encoder") and not loaded.nets_.is_deserialized("decoder")
     resaved = load_model(loaded.save(tmp_path / "again"))  # the files as read, plans and all
     np.testing.assert_allclose(resaved.encode(x), trained.encode(x), rtol=1e-5, atol=1e-6)
     code = ("import sys, numpy as np\nfrom aeservice.models import load_model\n"  # and all of it without Keras

@@ -226,7 +226,8 @@ def detect_kind(x: np.ndarray, image_shape: tuple[int, int] | None) -> tuple[str
         return "image", f"{values}, {image_shape[0]}x{image_shape[1]} arrays"
     if side * side == x.shape[1] and side >= MIN_IMAGE_SIDE:
         return "image", f"{values}, {x.shape[1]} = {side}x{side} features"
-    return "continuous", f"{values}, but {x.shape[1]} features are not a square image of {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} or more"
+    side = f"{MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE}"
+    return "continuous", f"{values}, but {x.shape[1]} features are not a square image of {side} or more"
 
 
 def _raise_if_missing(x: np.ndarray, where: str) -> None:

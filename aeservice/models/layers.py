@@ -14,7 +14,8 @@ from keras import ops
 
 import aeservice.models.keras_patch  # noqa: F401  (TensorFlow stays unimported on other backends; see there)
 
-__all__ = ["dense", "dense_stack", "gelu_tanh", "HostGlorotUniform", "HostZeros", "Sampling", "KLDivergence", "ScheduledWeight", "SparsityPenalty", "MIN_VARIANCE", "gaussian_nll",
+__all__ = ["dense", "dense_stack", "gelu_tanh", "HostGlorotUniform", "HostZeros", "Sampling", "KLDivergence",
+           "ScheduledWeight", "SparsityPenalty", "MIN_VARIANCE", "gaussian_nll",
            "bernoulli_nll", "mean_of_prediction"]
 
 _LOG_2PI = math.log(2 * math.pi)
