@@ -27,6 +27,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -58,6 +59,16 @@ def log(message: str) -> None:
 
 # ---- running the CLI ----------------------------------------------------------------------------
 
+_LOADING = threading.Lock()
+
+
+@dataclass
+class Trained:
+    run_id: str
+    model: object  # the logged pyfunc model, loaded back
+    kept: str  # the run's `kept` param: which fit won ("-" for PCA)
+
+
 @dataclass
 class Runner:
     store: Path  # folder of the tracking store and the data files
@@ -70,8 +81,9 @@ class Runner:
     def uri(self) -> str:
         return f"sqlite:///{self.store / 'mlflow.db'}"
 
-    def train(self, kind: str, path: Path, latent: int, seed: int, *extra: str) -> str:
-        """`aeservice train` in its own process; the run id it prints."""
+    def train(self, kind: str, path: Path, latent: int, seed: int, *extra: str) -> Trained:
+        """`aeservice train` in its own process, then its logged model loaded back (in this
+        thread, so loading overlaps the other job's training)."""
         cmd = ["aeservice", "train", "--model", kind, "--dataset", str(path), "--latent-dim", str(latent),
                "--seed", str(seed), "--experiment", "benchmark-quality", "--quiet", *extra,
                *(self.extra if kind != "pca" else ())]
@@ -84,19 +96,14 @@ class Runner:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-1500:]}")
         run_id = next(line.split()[1].rstrip(":") for line in proc.stdout.splitlines() if line.startswith("run "))
         log(f"  {kind:6s} {path.name} latent {latent} seed {seed}: {elapsed:.1f} s")
-        return run_id
-
-    def model(self, run_id: str):
         import mlflow
 
-        mlflow.set_tracking_uri(self.uri)
-        return mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
-
-    def params(self, run_id: str) -> dict:
-        import mlflow
-
-        mlflow.set_tracking_uri(self.uri)
-        return mlflow.get_run(run_id).data.params
+        client = mlflow.MlflowClient(self.uri)
+        kept = client.get_run(run_id).data.params.get("kept", "-")
+        with _LOADING:  # MLflow's model loading sets process-wide state (tracking URI, sys.path)
+            mlflow.set_tracking_uri(self.uri)
+            model = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
+        return Trained(run_id, model, kept)
 
     def many(self, calls: list[Callable]) -> list:
         with ThreadPoolExecutor(self.jobs) as pool:
@@ -181,12 +188,12 @@ def synthetic_cells(runner: Runner, case: str, rows: int, seeds: list[int], fold
         x = np.loadtxt(files[seed], delimiter=",", skiprows=1)
         scale = x.std(axis=0)
         fresh, _ = make(FRESH_ROWS, noise, np.random.default_rng([seed, 1]))
-        base = mse(runner.model(next(ids)), fresh, scale)
+        base = mse(next(ids).model, fresh, scale)
         for kind in NETS:
-            run_id = next(ids)
-            model = runner.model(run_id)
+            trained = next(ids)
+            model = trained.model
             cells[kind].values.append(mse(model, fresh, scale) / base)
-            cells[kind].runs.append(runner.params(run_id).get("kept", "?"))
+            cells[kind].runs.append(trained.kept)
             if kind == "vae" and distance:
                 samples = np.asarray(model.predict(np.zeros((1, x.shape[1])),
                                                    params={"method": "sample", "n": 500, "seed": seed}))
@@ -244,12 +251,12 @@ def normal1d_cells(runner: Runner, train_rows: int, seeds: list[int], folder: Pa
     for seed in seeds:
         draws = train_rows_of(files[seed], seed)[:, 0]
         for kind in cells:
-            run_id = next(ids)
-            model = runner.model(run_id)  # 20000 samples, as two requests of the most `sample` gives
+            trained = next(ids)
+            model = trained.model  # 20000 samples, as two requests of the most `sample` gives
             samples = np.concatenate([np.asarray(model.predict(np.zeros((1, 1)), params={
                 "method": "sample", "n": 10000, "seed": seed * 2 + part})) for part in (0, 1)])
             cells[kind].values.append(normal_w1_ratio(samples[:, 0], draws))
-            cells[kind].runs.append(runner.params(run_id).get("kept", "?"))
+            cells[kind].runs.append(trained.kept)
     for c in cells.values():
         log(f"{c.case}: {c.figure} median {c.median:.3f} worst {c.worst:.3f} ({', '.join(c.runs)})")
     return list(cells.values())
@@ -282,11 +289,11 @@ def digits_cells(runner: Runner, source: str, seeds: list[int], folder: Path) ->
         test = split_dataset(load_dataset(dataset, seed), dataset, seed).test  # in the file's own units
         scale = np.ones(test.shape[1])
         for latent in (2, 10):
-            base = mse(runner.model(ids[("pca", latent, seed)]), test, scale)
+            base = mse(ids[("pca", latent, seed)].model, test, scale)
             for (kind, lat), cell in cells.items():
                 if lat == latent:
-                    cell.values.append(mse(runner.model(ids[(kind, latent, seed)]), test, scale) / base)
-                    cell.runs.append(runner.params(ids[(kind, latent, seed)]).get("kept", "?"))
+                    cell.values.append(mse(ids[(kind, latent, seed)].model, test, scale) / base)
+                    cell.runs.append(ids[(kind, latent, seed)].kept)
     for c in cells.values():
         log(f"{c.case}: {c.figure} median {c.median:.3f} worst {c.worst:.3f}")
     return list(cells.values())
