@@ -141,7 +141,7 @@ class KerasAutoencoder(Autoencoder):
         Restarts are compared on their training loss over the validation rows, scored again
         after early stopping restored each one's best weights (the VAE's averaged over several
         posterior draws). The best is then weighed against the kind's best linear model
-        (`_linear_start`: PCA, or probabilistic PCA for the VAE) on what `val_mse` measures, the
+        (`_linear_start`: PCA, or PCA as a VAE) on what `val_mse` measures, the
         reconstruction error of each validation row: the net is kept only if it is lower by more
         than one standard error of the paired differences. A net that does not clearly beat PCA
         on rows it never saw is not worth its nonlinearity, and with a few dozen validation rows
