@@ -95,7 +95,7 @@ class ModelConfig:
     # epochs of linear KL ramp (capped at epochs/2): escape posterior collapse
     kl_warmup: int = field(default=20, metadata={
         "type": float, "help": "VAE: epochs over which the KL weight ramps from 0 to beta (at most epochs/2)."})
-    # L1 on the (ReLU) code per unit and row: 30% zeros at 1.13x the AE's MSE (seed 002)
+    # L1 on the (ReLU) code per unit and row: 30% zeros at 1.13x the AE's MSE on digits (docs/benchmarks.md)
     l1: float = field(default=1e-4, metadata={
         "help": "sparse: L1 weight on the code activations."})
     # KL sparsity (rho) penalty weight; 0 leaves it off
@@ -104,7 +104,7 @@ class ModelConfig:
     # rho, the target mean activation (Hosseini-Asl et al.)
     sparsity_target: float = field(default=0.05, metadata={
         "help": "sparse: target mean activation rho for the KL sparsity penalty."})
-    # L2 on kernels; seed 002 needed it with a strong KL sparsity term
+    # L2 on kernels; a strong KL sparsity term may need it
     weight_decay: float = field(default=0.0, metadata={
         "help": "L2 penalty on all kernels."})
     # epochs without val_loss gain before stopping (lr halves after 10); 0 disables

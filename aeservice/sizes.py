@@ -1,9 +1,9 @@
 """What a fit uses for each network setting the user leaves at auto.
 
-Width, epoch cap and batch size follow the training rows, one rule for every data set (issue 6:
-"defaults ... that scale with the number of rows"); the hidden activation and input noise follow
-the data kind. The figures behind each constant are in README, Quality, measured with
-scripts/sweep_quality.py and scripts/benchmark_quality.py.
+Width, epoch cap, batch size, restarts and the step pace of patience follow the training rows,
+one rule for every data set; the hidden activation and input noise follow the data kind. The
+figures behind each constant are in docs/benchmarks.md, measured with scripts/sweep_quality.py
+and scripts/benchmark_quality.py.
 """
 from __future__ import annotations
 

@@ -86,7 +86,7 @@ class SparseAutoencoder(DenseAutoencoder):
     kind = "sparse"
     description = "sparse ae"
     search = KerasAutoencoder.search + (
-        Searched("l1", 1e-6, 1e-2, log=True),  # seed 002 used 1e-4
+        Searched("l1", 1e-6, 1e-2, log=True),  # around train's default 1e-4
         Searched("sparsity_weight", 1e-3, 1.0, log=True),  # fix --sparsity-weight 0 to leave the KL term off
         Searched("sparsity_target", 0.01, 0.2, log=True, below_one=True))
     loss_terms = ("recon", "sparsity")

@@ -78,7 +78,7 @@ def dense_stack(x, sizes, activation: str, l2: float, prefix: str, seed: int):
 
 @keras.saving.register_keras_serializable(package="aeservice")
 class Sampling(keras.layers.Layer):
-    """z = mean + exp(log_var / 2) * eps: log-variance, not log-sigma (seed 002's mix-up)."""
+    """z = mean + exp(log_var / 2) * eps: log-variance, not log-sigma (a common mix-up)."""
 
     def __init__(self, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
@@ -122,7 +122,7 @@ class ScheduledWeight(keras.layers.Layer):
 class SparsityPenalty(keras.layers.Layer):
     """l1 * sum|z| per row, plus weight * mean_j KL(rho || rho_hat_j) over the batch's mean codes.
 
-    The KL term averages over units rather than summing: seed 002 found the sum blurs digits.
+    The KL term averages over units rather than summing: the sum blurred digits.
     """
 
     def __init__(self, l1: float = 0.0, weight: float = 0.0, target: float = 0.05, **kwargs):

@@ -1,4 +1,4 @@
-"""A Gaussian mixture over training codes, so a plain AE can sample (seed 001's missing piece).
+"""A Gaussian mixture over training codes, so a plain AE can sample (it has no prior to draw from).
 
 Fitted with scikit-learn, chosen by BIC, and kept as plain arrays so the saved model has no pickle.
 """
