@@ -37,7 +37,7 @@ class DataConfig:
     # bundled with scikit-learn, so it works offline and in CI
     dataset: str = field(default="digits", metadata={
         "help": "Built-in set (see `aeservice datasets`) or a path to .csv, .npy or .npz."})
-    # None: each generator's own size (the seed texts' scale x10)
+    # None: each generator's own size (see aeservice.data.BUILTIN)
     n_samples: int | None = field(default=None, metadata={
         "help": "Rows to generate for the synthetic sets.", "auto": ""})
     # None: each generator's own noise level

@@ -1,4 +1,4 @@
-"""The seed texts' data generators, seeded and sized by the caller.
+"""The built-in synthetic data generators, seeded and sized by the caller.
 
 Each returns (x, labels): labels are what the plots colour by (a class, or the position along
 the curve), never a training target.
@@ -11,7 +11,7 @@ __all__ = ["curve3d", "normal1d", "scurve", "two_gaussians"]
 
 
 def curve3d(n: int, noise: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Seed 000: 3-D points near a curved 2-D sheet (Geron's generate_3d_data)."""
+    """3-D points near a curved 2-D sheet (as in Geron's generate_3d_data)."""
     angles = rng.random(n) * 3 * np.pi / 2 - 0.5
     x = np.empty((n, 3))
     x[:, 0] = np.cos(angles) + np.sin(angles) / 2 + noise * rng.standard_normal(n) / 2
@@ -21,13 +21,13 @@ def curve3d(n: int, noise: float, rng: np.random.Generator) -> tuple[np.ndarray,
 
 
 def normal1d(n: int, noise: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Seed 001: draws of N(100, noise), raw units; the model must store the scaling."""
+    """Draws of N(100, noise) in raw units: the model must store the scaling."""
     x = rng.normal(100.0, noise, size=(n, 1))
     return x, x[:, 0].copy()
 
 
 def scurve(n: int, noise: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Seed 003: a 1-D S-shaped curve in the unit box of 2-D, coloured by its parameter."""
+    """A 1-D S-shaped curve in the unit box of 2-D, coloured by its parameter."""
     t_unit = rng.random(n)
     t = 3 * np.pi * (t_unit - 0.5)
     x = np.empty((n, 2))
@@ -38,7 +38,7 @@ def scurve(n: int, noise: float, rng: np.random.Generator) -> tuple[np.ndarray, 
 
 
 def two_gaussians(n: int, noise: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Seed 004: two correlated 2-D Gaussians (n rows in all); noise scales their spread."""
+    """Two correlated 2-D Gaussians (n rows in all); noise scales their spread."""
     cov = noise**2 * np.array([[1.0, 0.9], [0.9, 1.0]])
     half = n // 2
     a = rng.multivariate_normal([-1.1, 0.1], cov, half)
