@@ -13,7 +13,7 @@ import sys
 from importlib.util import find_spec
 from pathlib import Path
 
-__all__ = ["configure", "current", "default_backend", "jax_cache_dir"]
+__all__ = ["configure", "current", "default_backend", "import_tensorflow_quietly", "jax_cache_dir"]
 
 PREFERENCE = ("jax", "tensorflow")  # fastest first, by measurement
 
@@ -50,3 +50,22 @@ def configure() -> None:
     if os.environ["KERAS_BACKEND"] == "jax":
         os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(jax_cache_dir()))
         os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+
+
+def import_tensorflow_quietly() -> None:
+    """On the TensorFlow backend, import it now with stderr muted: TensorFlow 2.21 prints C++
+    start-up lines before any log level applies; this hides only those."""
+    if os.environ.get("KERAS_BACKEND") != "tensorflow" or "tensorflow" in sys.modules:
+        return
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        sys.stderr.flush()
+        os.dup2(devnull, 2)
+        import tensorflow  # noqa: F401
+    except ImportError:
+        pass  # Keras will raise it again, with the message visible
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)

@@ -5,29 +5,29 @@ by `aeservice.models`, and `TrainConfig` bundles them with the run-level seed. `
 the flat name -> value mapping that MLflow logs as parameters (names match the CLI options).
 
 A setting that `train` and `tune` take as an option (`--latent-dim` for `latent_dim`) says so in
-its field's metadata, and `aeservice.cli` builds the option from the field, so its name, type,
-default and help are declared once, here:
+its field's metadata, and `aeservice.cli.options` builds the option from the field, so its name,
+type, default and help are declared once, here:
 
 - help: the option's help text. `{name}` is filled in with `aeservice.sizes.describe()[name]`
   and `{kinds}` with the model kinds' descriptions (both modules sit above this one);
 - auto: for a None default (chosen from the data), what auto means: appended as
   "[default: auto = ...]", or "[default: auto]" when empty; the option also accepts "auto";
-- choices: the words a text setting accepts;
-- type: the option's type where it is not the field's: `float` for whole numbers, since
-  MLproject passes them as text such as "30.0" (the CLI checks they are whole).
+- choices: the words a text setting accepts.
 
+An int field is a whole-number option that also takes MLproject's "30.0" (see `whole_number`).
 A field without help (val_fraction, test_fraction) is not an option.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from aeservice.errors import UserError
 
-__all__ = ["DataConfig", "ModelConfig", "TrainConfig", "parse_hidden", "ACTIVATIONS"]
+__all__ = ["DataConfig", "ModelConfig", "TrainConfig", "parse_hidden", "whole_number", "is_auto", "ACTIVATIONS"]
 
 ACTIVATIONS = ("relu", "gelu", "elu", "silu", "tanh")  # hidden layers; each has a numpy inference plan
 
@@ -94,7 +94,7 @@ class ModelConfig:
         "help": "VAE: weight of the KL term (1 = the true ELBO)."})
     # epochs of linear KL ramp (capped at epochs/2): escape posterior collapse
     kl_warmup: int = field(default=20, metadata={
-        "type": float, "help": "VAE: epochs over which the KL weight ramps from 0 to beta (at most epochs/2)."})
+        "help": "VAE: epochs over which the KL weight ramps from 0 to beta (at most epochs/2)."})
     # L1 on the (ReLU) code per unit and row: 30% zeros at 1.13x the AE's MSE on digits (docs/benchmarks.md)
     l1: float = field(default=1e-4, metadata={
         "help": "sparse: L1 weight on the code activations."})
@@ -109,9 +109,8 @@ class ModelConfig:
         "help": "L2 penalty on all kernels."})
     # epochs without val_loss gain before stopping (lr halves after 10); 0 disables
     patience: int = field(default=30, metadata={
-        "type": float, "help": "Stop after this many epochs without val_loss improvement and restore the best "
-                               "weights; 0 turns early stopping off. On small data, where an epoch has few steps, "
-                               "{pace} (this and --kl-warmup)."})
+        "help": "Stop after this many epochs without val_loss improvement and restore the best weights; 0 turns "
+                "early stopping off. On small data, where an epoch has few steps, {pace} (this and --kl-warmup)."})
     # restarts: None (auto) follows the training rows (aeservice.sizes): small data gets several
     # seeded fits, the best kept on validation, since one fit of a few dozen rows often stalls.
     restarts: int | None = field(default=None, metadata={
@@ -120,7 +119,7 @@ class ModelConfig:
                 "param kept).", "auto": "{restarts}"})
     # one seed drives the split, weight init, sampling noise and mixtures
     seed: int = field(default=0, metadata={
-        "type": float, "help": "Seeds the split, initial weights, sampling noise and mixtures."})
+        "help": "Seeds the split, initial weights, sampling noise and mixtures."})
 
 
 @dataclass
@@ -214,18 +213,31 @@ def _from_text(name: str, hint: Any, value: Any) -> Any:
     if optional and str(value).strip().lower() in ("auto", "none", ""):
         return None
     text = str(value).strip()
-    try:
-        if base is int:
-            number = float(text)
-            if not number.is_integer():
-                raise ValueError
-            return int(number)
-        if base is float:
+    if base is int:
+        return whole_number(text, f"parameter {name}")
+    if base is float:
+        try:
             return float(text)
-    except ValueError:
-        kind = "a whole number" if base is int else "a number"
-        raise UserError(f"parameter {name} must be {kind}, got {text!r}") from None
+        except ValueError:
+            raise UserError(f"parameter {name} must be a number, got {text!r}") from None
     return text
+
+
+def whole_number(value: Any, name: str) -> int:
+    """30, 30.0 or "30.0" as 30: MLproject passes numbers as text such as "30.0". A one-line
+    UserError naming `name` for anything that is not a whole number."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not number.is_integer():  # also NaN and infinity
+        raise UserError(f"{name} must be a whole number, got {value!r}")
+    return int(number)
+
+
+def is_auto(value: Any) -> bool:
+    """Whether an option's value means "not given: choose it" (None, "auto" or "")."""
+    return value is None or str(value).strip().lower() in ("auto", "")
 
 
 def parse_hidden(text: str | tuple[int, ...] | list[int] | None) -> tuple[int, ...] | None:

@@ -57,6 +57,15 @@ class PipelineResult:
     comparison_run_id: str | None
     leaderboard: str
 
+    def lines(self) -> list[str]:
+        """The leaderboard, the runs, how many steps were reused, and a serve command per model."""
+        reused = sum(step.reused for step in self.steps)
+        return [self.leaderboard, f"\nmain run {self.run_id}; comparison run {self.comparison_run_id}",
+                f"{reused} of {len(self.steps)} steps reused",
+                "serve a model (then POST to http://127.0.0.1:5000/invocations):",
+                *(f"  mlflow models serve -m models:/{step.registered_as}@champion --env-manager local -p 5000"
+                  for step in self.steps)]
+
 
 def code_version() -> str:
     """A hash of the package's source files: changed code means finished steps are not reused."""

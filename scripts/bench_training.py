@@ -41,7 +41,8 @@ PHASE = re.compile(r"([a-z][a-z -]*?) ([0-9.]+) s")
 # `train` with the same options, minus MLflow and the figures; exits the way `train` does
 UNTRACKED = """
 import os, sys
-from aeservice.cli import config_from_options, train
+from aeservice.cli.options import config_from_options
+from aeservice.cli.train import train
 config = config_from_options({k: v for k, v in train.make_context("train", sys.argv[1:]).params.items() if k != "quiet"})
 from aeservice.training import fit_and_evaluate, import_libraries, prepare
 import_libraries(config)

@@ -10,7 +10,7 @@ from conftest import BIN, REPO, subprocess_env
 
 from aeservice.cli import aeservice_command
 from aeservice.config import ACTIVATIONS, DataConfig, ModelConfig, TrainConfig
-from aeservice.sizes import describe, resolve_sizes
+from aeservice.sizes import resolve_sizes
 
 FAST = ["--epochs", "2", "--hidden", "16", "--patience", "0", "--experiment", "cli"]
 
@@ -37,7 +37,8 @@ def test_the_shared_options_are_made_from_the_config_fields():
 
     import yaml
 
-    from aeservice.cli import _SEARCHABLE
+    from aeservice.cli.options import help_words
+    from aeservice.cli.tune import SEARCHABLE
     from aeservice.tuning import OPTION_PARAMS
 
     fields = {f.name: f for part in (DataConfig, ModelConfig, TrainConfig) for f in dataclasses.fields(part)
@@ -50,10 +51,10 @@ def test_the_shared_options_are_made_from_the_config_fields():
             assert f.metadata["help"].split("{")[0] in params[name].help, name
     train = {p.name: p for p in aeservice_command.commands["train"].params}
     assert train["learning_rate"].default == ModelConfig().learning_rate and train["seed"].default == 0
-    assert train["hidden"].help.endswith("[default: auto = " + describe()["hidden"] + "]")
+    assert train["hidden"].help.endswith("[default: auto = " + help_words()["hidden"] + "]")
     assert "[default: auto]" in train["noise"].help and train["noise"].default is None
     assert list(train["activation"].type.choices) == ["auto", *ACTIVATIONS]
-    assert _SEARCHABLE == tuple(OPTION_PARAMS)
+    assert SEARCHABLE == tuple(OPTION_PARAMS)
     entry_points = yaml.safe_load((REPO / "MLproject").read_text())["entry_points"]
     for name, entry in entry_points.items():
         flags = {p.opts[0] for p in aeservice_command.commands[name].params}

@@ -90,17 +90,21 @@ def test_a_fifth_kind_needs_only_its_class_and_the_registry_entry(fifth_kind):
 
 
 def test_the_cli_offers_a_registered_kind_with_its_description(fifth_kind):
-    """Click builds its choices when aeservice.cli is imported, so it is imported again here."""
+    """Click builds its choices when a command module is imported, so train's and the group's
+    modules are imported again here."""
     import aeservice.cli as cli
+    import aeservice.cli.train as train_command
 
     try:
+        importlib.reload(train_command)
         cli = importlib.reload(cli)
         [option] = [p for p in cli.aeservice_command.commands["train"].params if p.name == "model"]
         assert list(option.type.choices) == ["pca", "ae", "sparse", "vae", fifth_kind]
         assert option.help == "Model kind: pca baseline, dense ae, sparse ae, vae, or code-L1 ae."
     finally:
         MODELS.pop(fifth_kind)
-        importlib.reload(cli)  # as it was, for the other tests
+        importlib.reload(train_command)  # as they were, for the other tests
+        importlib.reload(cli)
 
 
 def test_a_fifth_kind_trains_and_logs_its_own_term_and_metric(fifth_kind):

@@ -271,10 +271,10 @@ def test_same_seed_proposes_the_same_trials_and_workers_differ():
 
 
 def test_search_space_table_and_defaults():
-    from aeservice.cli import _PRUNERS
+    from aeservice.cli.tune import PRUNERS as CLI_PRUNERS
     from aeservice.models import MODELS
 
-    assert set(MODELS) == {"pca", "ae", "sparse", "vae"} and set(PRUNERS) == set(_PRUNERS)
+    assert set(MODELS) == {"pca", "ae", "sparse", "vae"} and set(PRUNERS) == set(CLI_PRUNERS)
     for kind, model in MODELS.items():  # every searched name can be fixed by an option
         assert all(any(s.name in names for names in OPTION_PARAMS.values()) for s in model.search), kind
     assert "beta" in search_space("vae", 64) and "beta" not in search_space("ae", 64)

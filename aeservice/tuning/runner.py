@@ -5,19 +5,19 @@ import logging
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import mlflow
 import optuna
 
-from aeservice.config import TrainConfig
+from aeservice.config import TrainConfig, is_auto
 from aeservice.errors import UserError
 from aeservice.tracking import log_new_params, mlflow_run
 from aeservice.training import prepare, prepared_sizes
 from aeservice.tuning.interrupt import GracefulInterrupt
 from aeservice.tuning.objective import RUN_ID_ATTR, TrialObjective, objective_spec
 from aeservice.tuning.report import log_summary, mark_best, progress_printer
-from aeservice.tuning.space import OPTION_PARAMS, default_params, describe, search_space
+from aeservice.tuning.space import OPTION_PARAMS, default_params, describe, parse_ranges, search_space
 from aeservice.tuning.study import auto_warmup, default_storage, make_pruner, make_sampler, open_storage, open_study, redact
 from aeservice.tuning.study import storage_url as to_url
 
@@ -40,6 +40,21 @@ class TuneSettings:
     heartbeat_interval: int = 60  # seconds; a dead worker's trial is failed and retried after 2x this
     max_retry: int = 2  # retries of a trial whose worker died
 
+    @classmethod
+    def from_options(cls, n_trials: int, timeout: float, storage: str, study_name: str, pruner: str, objective: str,
+                     direction: str, ranges: Sequence[str], prune_startup: int, prune_warmup: int | None,
+                     fixed: tuple[str, ...] = ()) -> "TuneSettings":
+        """The settings of the `tune` command's options: 0 trials or seconds is no limit, "auto" the
+        default, the --range texts parsed. Raises UserError for negative counts, or no limit at all."""
+        if n_trials < 0 or timeout < 0 or (prune_warmup or 0) < 0 or prune_startup < 0:
+            raise UserError("n_trials, timeout, prune_startup and prune_warmup must not be negative")
+        if n_trials == 0 and timeout == 0:
+            raise UserError("give --n-trials or --timeout: with neither the study would never end")
+        return cls(n_trials=n_trials or None, timeout=timeout or None, storage=None if is_auto(storage) else storage,
+                   study_name=None if is_auto(study_name) else study_name, pruner=pruner, objective=objective,
+                   direction=None if direction == "auto" else direction, fixed=fixed, ranges=parse_ranges(ranges),
+                   prune_startup_trials=prune_startup, prune_warmup_epochs=prune_warmup)
+
 
 @dataclass
 class TuneResult:
@@ -55,6 +70,17 @@ class TuneResult:
     n_failed: int
     objective: str = "val_mse"
     direction: str = "minimize"
+
+    def lines(self) -> list[str]:
+        """What the study holds and where, then its best trial and model (when one completed)."""
+        lines = [f"study {self.study_name} in {self.storage}: {self.n_complete} complete, {self.n_pruned} pruned, "
+                 f"{self.n_failed} failed", f"parent run {self.parent_run_id}"]
+        if self.best_trial_number is not None:
+            params = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.best_params.items())
+            lines.append(f"best trial {self.best_trial_number}: {self.objective} {self.best_value:.5g}  {params}")
+        if self.best_run_id:
+            lines.append(f"best model: runs:/{self.best_run_id}/model")
+        return lines
 
 
 def tune(config: TrainConfig, settings: TuneSettings | None = None, progress: bool = True,

@@ -1,0 +1,27 @@
+"""`register`: a run's model as a new registered version, with the champion/challenger aliases."""
+from __future__ import annotations
+
+import click
+
+from aeservice.cli.errors import user_errors
+
+__all__ = ["register"]
+
+
+@click.command()
+@click.option("--run-id", required=True, help="The training run whose logged model (runs:/ID/model) to register.")
+@click.option("--name", required=True, help="Registered model name, e.g. digits-vae.")
+@click.option("--force", type=click.BOOL, is_flag=False, flag_value=True, default=False, show_default=True,
+              help="Make the new version champion even if its val_mse is not lower (bare flag or true/false).")
+@user_errors
+def register(run_id: str, name: str, force: bool) -> None:
+    """Register a run's model as a new version; move the challenger and champion aliases.
+
+    challenger always moves to the new version. champion moves to it when it is the first
+    version, when its val_mse is lower than the champion's, or with --force. Serve the best with
+    `mlflow models serve -m models:/NAME@champion --env-manager local`.
+    """
+    from aeservice.registry import register_run
+
+    for line in register_run(run_id, name, force=force).lines():
+        click.echo(line)

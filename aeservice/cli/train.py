@@ -1,0 +1,99 @@
+"""`train` (one model, one MLflow run) and `datasets` (what it can train on)."""
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from aeservice.cli.errors import user_errors
+from aeservice.cli.options import config_from_options, train_options
+from aeservice.models import MODELS
+from aeservice.progress import progress_printer
+from aeservice.timing import phase, summary
+
+__all__ = ["train", "datasets"]
+
+_PHASES = ("imports", "data", "fit", "tracking in fit", "tracking", "saving the model", "plots", "model logging",
+           "waiting for tracking")
+
+
+def _fits(sizes) -> str:
+    """How many seeded fits `train` makes, for its announce line."""
+    if sizes.max_restarts == 1:
+        return ""
+    planned = f"{sizes.restarts} fit{'s' if sizes.restarts > 1 else ''}"
+    more = f", up to {sizes.max_restarts} while none beats the linear model" if sizes.max_restarts > sizes.restarts else ""
+    return f" per fit, {planned}{more}"
+
+
+@click.command()
+@train_options
+@click.option("--quiet", is_flag=True, help="No per-epoch progress lines and no time and memory summary.")
+@user_errors
+def train(quiet: bool, **options: Any) -> None:
+    """Train one model and log it to MLflow as one run.
+
+    The run gets the whole config as parameters, per-epoch loss curves, the final val_mse,
+    test_mse and explained_variance (test_elbo for the VAE), plots, and a pyfunc model that
+    serves encode / decode / reconstruct / sample / score. MLflow logging runs in a forked
+    worker on the other core (AESERVICE_TRACKING_WORKER=0: in-process); the last lines say
+    where the time and memory went. Keras backend: KERAS_BACKEND if set, else JAX when installed.
+    """
+    config = config_from_options(options)
+    from aeservice.tracking import worker
+
+    callbacks: list = []  # the progress printer joins once the data says how many epochs at most
+
+    def announce(prepared) -> None:
+        from aeservice.training import prepared_sizes
+
+        d, sizes = prepared.dataset, prepared_sizes(prepared)
+        epochs = MODELS[config.model.model].trains_in_epochs  # else one fit, no net (PCA)
+        net = "" if not epochs else (
+            f"; hidden {','.join(map(str, sizes.hidden)) or 'none'}, batch {sizes.batch_size}, "
+            f"at most {sizes.epochs} epochs" + _fits(sizes)
+            + f"; {sizes.activation}" + (f", input noise {sizes.input_noise:g}" if sizes.input_noise else "")
+            + ("; from a plain AE fitted first (ae_* lines)" if config.model.model == "vae" else ""))
+        click.echo(f"training {config.model.model} on {d.name} ({len(d.x)} rows x {d.n_features} features, "
+                   f"{d.kind}: {d.kind_reason}){net}", err=True)
+        if not quiet:
+            callbacks.append(progress_printer(sizes.epochs * sizes.max_restarts if epochs else 1))  # PCA: one step
+    peak, worker_time = "", ""
+    if worker.available():  # MLflow in a second process, on the other core
+        run_id, _, result, tracker = worker.train_in_parallel(config, callbacks, announce)
+        peak = f" + {tracker.peak_mb:.0f} MB tracking worker"
+        worker_time = ", ".join(f"{k} {v:.2f} s" for k, v in tracker.phases.items())
+    else:
+        with phase("imports"):
+            from aeservice.tracking import train_run
+            from aeservice.training import import_libraries, prepare
+
+            import_libraries(config)
+        with phase("data"):
+            prepared = prepare(config)
+        announce(prepared)
+        run_id, result = train_run(prepared, callbacks=callbacks)
+    metrics = "  ".join(f"{k} {v:.5g}" for k, v in result.metrics.items())
+    click.echo(f"run {run_id}: {metrics}")
+    click.echo(f"model: runs:/{run_id}/model")
+    if not quiet:
+        click.echo(f"time: {summary(_PHASES)}", err=True)
+        if worker_time:
+            click.echo(f"tracking worker time (in parallel): {worker_time}", err=True)
+        try:
+            import resource  # POSIX only
+        except ImportError:
+            return
+        click.echo(f"peak memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB{peak}", err=True)
+
+
+@click.command()
+def datasets() -> None:
+    """List the built-in data sets (files by path work too: .csv, .npy, .npz)."""
+    from aeservice.data import describe_builtins
+
+    rows = describe_builtins()
+    width = max(len(r[0]) for r in rows)
+    click.echo(f"{'name':<{width}}  {'rows':>6}  description")
+    for name, size, about in rows:
+        click.echo(f"{name:<{width}}  {size:>6}  {about}")
