@@ -78,15 +78,16 @@ def unexplained_rms(x: np.ndarray, latent: int, seed: int = 0) -> float:
 
 
 def resolve_sizes(config: ModelConfig, n_rows: int, data_kind: str = "continuous",
-                  unexplained: float = 0.0) -> Sizes:
+                  unexplained: float = 0.0, denoises: bool = False) -> Sizes:
     """The config's sizes, with each one left at None (auto) chosen from the training rows.
 
     Batch: about 2 * sqrt(rows), so steps per epoch also grow like sqrt(rows): small data gets
     small batches (more, noisier steps: better on 200-300 rows), large data fewer steps per
     pass (30% less time on 8500 rows). Epochs: a cap of STEP_BUDGET steps, so a pass over a big
     data set is not repeated 500 times. Width: 256,128 whatever the rows (see HIDDEN).
-    Activation and input noise: by data kind (see IMAGE_ACTIVATION); the noise also scales with
-    `unexplained` (see `fit_sizes`). Explicit values always win.
+    Activation and input noise: by data kind (see IMAGE_ACTIVATION), the noise only for a kind
+    that `denoises` (`Autoencoder.denoises_images`); it scales with `unexplained` (see
+    `fit_sizes`). Explicit values always win.
     """
     batch = config.batch_size or _power_of_two(BATCH_PER_SQRT_ROW * math.sqrt(n_rows), MIN_BATCH, MAX_BATCH)
     steps = max(1, math.ceil(n_rows / min(batch, max(n_rows, 1))))
@@ -96,32 +97,21 @@ def resolve_sizes(config: ModelConfig, n_rows: int, data_kind: str = "continuous
     activation = config.activation or (IMAGE_ACTIVATION if image else CONTINUOUS_ACTIVATION)
     noise = config.input_noise
     if noise is None:
-        noise = round(NOISE_PER_UNEXPLAINED * unexplained, 4) if _denoised(config, data_kind) else 0.0
+        noise = round(NOISE_PER_UNEXPLAINED * unexplained, 4) if denoises and image else 0.0
     pace = max(1.0, PACE_STEPS / steps)  # epochs that make one epoch's worth of steps
     restarts = config.restarts or int(min(MAX_RESTARTS, max(1, round(RESTART_ROWS / max(n_rows, 1)))))
     return Sizes(hidden, epochs, batch, activation, float(noise), math.ceil(config.patience * pace),
                  math.ceil(config.kl_warmup * pace), restarts, config.restarts or MAX_RESTARTS)
 
 
-def _denoised(config: ModelConfig, data_kind: str) -> bool:
-    return data_kind == "image" and config.model in denoised_kinds()
-
-
-def denoised_kinds() -> tuple[str, ...]:
-    """The kinds whose class says it denoises images (`Autoencoder.denoises_images`)."""
-    from aeservice.models import MODELS  # looked up when needed: aeservice.models imports this module
-
-    return tuple(kind for kind, cls in MODELS.items() if cls.denoises_images)
-
-
-def fit_sizes(config: ModelConfig, x: np.ndarray, data_kind: str, latent: int) -> Sizes:
+def fit_sizes(config: ModelConfig, x: np.ndarray, data_kind: str, latent: int, denoises: bool = False) -> Sizes:
     """`resolve_sizes` for these scaled training rows: auto input noise needs the rows themselves."""
-    needed = config.input_noise is None and _denoised(config, data_kind)
-    return resolve_sizes(config, len(x), data_kind, unexplained_rms(x, latent) if needed else 0.0)
+    needed = config.input_noise is None and denoises and data_kind == "image"
+    return resolve_sizes(config, len(x), data_kind, unexplained_rms(x, latent) if needed else 0.0, denoises)
 
 
-def describe() -> dict[str, str]:
-    """The rule in words, for `--help`: one phrase per size."""
+def describe(denoising_kinds: tuple[str, ...]) -> dict[str, str]:
+    """The rule in words, for `--help`: one phrase per size (`denoising_kinds` get input noise)."""
     return {"hidden": ",".join(map(str, HIDDEN)) + " (measured: neither narrower for few rows nor wider for many paid)",
             "batch_size": f"~{BATCH_PER_SQRT_ROW:g} x sqrt(training rows) as a power of two in {MIN_BATCH}-{MAX_BATCH}",
             "epochs": f"{STEP_BUDGET} steps' worth, {MIN_EPOCHS}-{MAX_EPOCHS}",
@@ -129,5 +119,5 @@ def describe() -> dict[str, str]:
             "restarts": f"about {RESTART_ROWS} / training rows, 1-{MAX_RESTARTS}, and more (up to "
                         f"{MAX_RESTARTS}) while no fit beats the linear model",
             "pace": f"epochs of fewer than {PACE_STEPS} steps (small data) count as a fraction of one",
-            "input_noise": f"for image data with {' or '.join(denoised_kinds())}, {NOISE_PER_UNEXPLAINED:g}x the "
+            "input_noise": f"for image data with {' or '.join(denoising_kinds)}, {NOISE_PER_UNEXPLAINED:g}x the "
                            "per-feature RMS a PCA code of the same size leaves unexplained; 0 otherwise"}

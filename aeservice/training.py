@@ -13,7 +13,8 @@ from aeservice.config import TrainConfig
 from aeservice.data import Dataset, Split, load_dataset, split_dataset
 from aeservice.data.preprocess import scaler_for
 from aeservice.errors import UserError
-from aeservice.models import Autoencoder, EpochCallback, build_model, model_class, resolve_latent_dim
+from aeservice.models import MODELS, Autoencoder, EpochCallback, build_model, model_class, resolve_latent_dim
+from aeservice.models.keras_base import KerasAutoencoder, keras_module
 from aeservice.sizes import Sizes, fit_sizes, resolve_sizes
 
 __all__ = ["Prepared", "TrainResult", "import_libraries", "prepare", "prepared_sizes", "epoch_cap", "used_params",
@@ -40,9 +41,6 @@ def import_libraries(config: TrainConfig) -> None:
     """Import Keras and its backend now if the kind trains with them (the model classes import
     without them; see `aeservice.models.keras_base`), so `train`'s time split counts the import
     as imports rather than as part of the fit."""
-    from aeservice.models import MODELS
-    from aeservice.models.keras_base import KerasAutoencoder, keras_module
-
     if issubclass(MODELS.get(config.model.model, object), KerasAutoencoder):
         keras_module()
 
@@ -66,7 +64,7 @@ def prepared_sizes(prepared: Prepared) -> Sizes:
     """Width, epoch cap and batch the model will resolve on these training rows (before it fits)."""
     config, train, kind = prepared.config.model, prepared.split.train, prepared.dataset.kind
     return fit_sizes(config, scaler_for(kind).fit(train).transform(train), kind,
-                     resolve_latent_dim(config, train.shape[1]))
+                     resolve_latent_dim(config, train.shape[1]), model_class(config.model).denoises_images)
 
 
 def epoch_cap(prepared: Prepared) -> int:

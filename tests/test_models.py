@@ -196,9 +196,9 @@ def test_small_data_gets_restarts_and_patience_in_steps_not_epochs():
 def test_images_get_gelu_and_denoising_continuous_data_relu_without_noise(kind, noise):
     """Issue 6: on digits, gelu + input noise took the AE from 0.71x/0.60x PCA's test MSE to
     0.57x/0.50x at latent 2/10; on the 1-D curves gelu stayed near-linear (README, Quality)."""
-    config = ModelConfig(model=kind)
-    image = resolve_sizes(config, 1221, "image", unexplained=0.2)
-    continuous = resolve_sizes(config, 1221, "continuous", unexplained=0.2)
+    config, denoises = ModelConfig(model=kind), MODELS[kind].denoises_images  # the kind's class says
+    image = resolve_sizes(config, 1221, "image", unexplained=0.2, denoises=denoises)
+    continuous = resolve_sizes(config, 1221, "continuous", unexplained=0.2, denoises=denoises)
     assert (image.activation, image.input_noise) == ("gelu", noise)
     assert (continuous.activation, continuous.input_noise) == ("relu", 0.0)
 
@@ -211,10 +211,11 @@ def test_unexplained_rms_is_what_pca_leaves_and_the_noise_shrinks_as_the_code_gr
         pca = PCA(latent).fit(x)
         residual = np.mean((x - pca.inverse_transform(pca.transform(x))) ** 2)  # divides by rows, not rows - 1
         assert unexplained_rms(x, latent) ** 2 == pytest.approx(residual * len(x) / (len(x) - 1), rel=1e-6)
-    noise = [fit_sizes(ModelConfig(model="ae"), x, "image", latent).input_noise for latent in (2, 10, 32)]
+    ae = MODELS["ae"].denoises_images
+    noise = [fit_sizes(ModelConfig(model="ae"), x, "image", latent, ae).input_noise for latent in (2, 10, 32)]
     assert noise[0] > noise[1] > noise[2] > 0
-    assert fit_sizes(ModelConfig(model="ae", input_noise=0.3), x, "image", 2).input_noise == 0.3  # given wins
-    assert fit_sizes(ModelConfig(model="ae"), x, "continuous", 2).input_noise == 0.0
+    assert fit_sizes(ModelConfig(model="ae", input_noise=0.3), x, "image", 2, ae).input_noise == 0.3  # given wins
+    assert fit_sizes(ModelConfig(model="ae"), x, "continuous", 2, ae).input_noise == 0.0
 
 
 def test_input_noise_trains_the_net_but_never_reaches_the_saved_encoder(tmp_path):

@@ -65,7 +65,8 @@ def _kinds() -> str:
 
 def help_words() -> dict[str, str]:
     """The {names} of the config's help texts: how auto chooses each size, and the kinds."""
-    return {**sizes.describe(), "kinds": _kinds()}
+    denoising = tuple(kind for kind, cls in MODELS.items() if cls.denoises_images)
+    return {**sizes.describe(denoising), "kinds": _kinds()}
 
 
 def _base(hint: Any) -> type:

@@ -97,7 +97,7 @@ class Autoencoder(ABC):
                             f"got {self.latent_dim_}")
         self.scaler_: Scaler = scaler_for(self.data_kind).fit(x_train)
         train = self.scaler_.transform(x_train)
-        self.sizes_: Sizes = fit_sizes(self.config, train, self.data_kind, self.latent_dim_)
+        self.sizes_: Sizes = fit_sizes(self.config, train, self.data_kind, self.latent_dim_, self.denoises_images)
         self.history_: dict[str, list[float]] = {}
         self._fit(train, self.scaler_.transform(x_val), list(callbacks), verbose)
         return self
