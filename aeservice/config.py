@@ -45,7 +45,7 @@ class DataConfig:
         "help": "Noise level of the synthetic sets (normal1d: its std).", "auto": ""})
     # CSV column holding labels, kept out of the features
     label_column: str | None = field(default=None, metadata={
-        "help": "CSV column with labels (used for plots only)."})
+        "help": "CSV column with labels (used for plots only); none: no labels."})
     # auto | continuous | image; picks scaling and the VAE likelihood
     data_kind: str = field(default="auto", metadata={
         "choices": ("auto", "continuous", "image"),

@@ -9,7 +9,7 @@ from conftest import BIN, REPO, subprocess_env
 
 from aeservice.cli import aeservice_command
 from aeservice.config import DataConfig, ModelConfig, TrainConfig
-from aeservice.pipeline import PipelineSettings, code_version, kinds, run_pipeline
+from aeservice.pipeline import PipelineResult, PipelineSettings, StepResult, code_version, kinds, run_pipeline
 
 
 def _config(experiment: str) -> TrainConfig:
@@ -60,6 +60,30 @@ def test_code_version_changes_with_the_source(tmp_path, monkeypatch):
     (fake / "__init__.py").write_text("x = 1\n")
     monkeypatch.setattr(aeservice, "__file__", str(fake / "__init__.py"))
     assert code_version() != before
+
+
+def test_main_passes_its_options_on_and_prints_the_result(monkeypatch):
+    import aeservice.pipeline as pipeline
+
+    seen = {}
+
+    def run(config, settings, echo):
+        seen.update(config=config, settings=settings)
+        return PipelineResult("main1", [StepResult("pca", "r1", "r1", True, "x-pca")], "cmp1", "TABLE")
+
+    monkeypatch.setattr(pipeline, "run_pipeline", run)
+    args = ["main", "--dataset", "x.csv", "--label-column", "y", "--n-trials", "3.0", "--seed", "2", "--epochs", "5"]
+    result = CliRunner().invoke(aeservice_command, args)
+    assert result.exit_code == 0, result.output
+    config = seen["config"]
+    assert (config.data.dataset, config.data.label_column, config.model.seed, config.model.epochs) == ("x.csv", "y", 2, 5)
+    assert seen["settings"] == PipelineSettings(n_trials=3, force=False, storage=None)
+    assert result.output.splitlines() == [
+        "TABLE", "", "main run main1; comparison run cmp1", "1 of 1 steps reused",
+        "serve a model (then POST to http://127.0.0.1:5000/invocations):",
+        "  mlflow models serve -m models:/x-pca@champion --env-manager local -p 5000"]
+    CliRunner().invoke(aeservice_command, [*args[:3], "--label-column", "none"])
+    assert seen["config"].data.label_column is None  # what MLproject passes for no labels
 
 
 def test_tune_register_as_registers_the_best_trial(tracking_uri, tmp_path):

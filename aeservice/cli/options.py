@@ -17,7 +17,7 @@ from aeservice.config import DataConfig, ModelConfig, TrainConfig, parse_hidden,
 from aeservice.errors import UserError
 from aeservice.models import MODELS  # the classes only: Keras is imported when a model trains
 
-__all__ = ["OrAuto", "WholeNumber", "config_from_options", "help_words", "train_options"]
+__all__ = ["OrAuto", "WholeNumber", "config_from_options", "help_words", "optional_text", "train_options"]
 
 _PARTS = (ModelConfig, DataConfig, TrainConfig)
 
@@ -110,13 +110,24 @@ def train_options(func: Callable) -> Callable:
     return func
 
 
+def optional_text(value: str | None) -> str | None:
+    """A text option that may be left out (--label-column): "" and "none" are None, since an
+    MLproject parameter cannot be missing."""
+    return None if value is None or value.strip().lower() in ("", "none") else value
+
+
 def _config_value(f: dataclasses.Field, hint: Any, value: Any) -> Any:
-    """An option's value as its field's: "auto" and "" are None, "256,128" a tuple, 30.0 a whole number."""
+    """An option's value as its field's: "auto" is None where auto chooses it, "" and "none" where
+    the field is optional text, "256,128" a tuple, 30.0 a whole number."""
     if _base(hint) is tuple:
         return parse_hidden(value)
-    if isinstance(value, str) and type(None) in typing.get_args(hint) and (
-            value == "" or (value == "auto" and "auto" in f.metadata)):
-        return None
+    if isinstance(value, str) and type(None) in typing.get_args(hint):
+        if value == "auto" and "auto" in f.metadata:
+            return None
+        if _base(hint) is str:
+            return optional_text(value)
+        if value == "":
+            return None
     if _base(hint) is int and value is not None:
         return whole_number(value, f.name)
     return value

@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from aeservice.cli.errors import user_errors
-from aeservice.cli.options import OrAuto, WholeNumber
+from aeservice.cli.options import OrAuto, WholeNumber, optional_text
 from aeservice.config import DataConfig, ModelConfig, TrainConfig, is_auto
 from aeservice.errors import UserError
 
@@ -14,6 +14,7 @@ __all__ = ["pipeline"]
 @click.command("main")
 @click.option("--dataset", default="digits", show_default=True,
               help="Built-in set or a .csv/.npy/.npz path; every kind trains on it.")
+@click.option("--label-column", default=None, help=DataConfig.__dataclass_fields__["label_column"].metadata["help"])
 @click.option("--latent-dim", type=OrAuto(integer=True), default=None,
               help="Code size shared by every kind. [default: auto = "
                    + ModelConfig.__dataclass_fields__["latent_dim"].metadata["auto"] + "]")
@@ -27,7 +28,7 @@ __all__ = ["pipeline"]
               help="Optuna storage. auto: optuna.db beside the MLflow SQLite store.")
 @click.option("--experiment", default="aeservice", show_default=True, help="MLflow experiment for every run.")
 @user_errors
-def pipeline(dataset: str, latent_dim: int | None, n_trials: int, epochs: int, seed: int,
+def pipeline(dataset: str, label_column: str | None, latent_dim: int | None, n_trials: int, epochs: int, seed: int,
              force: bool, storage: str, experiment: str) -> None:
     """The whole job: PCA baseline, tuned ae / sparse / vae, registered, compared.
 
@@ -39,7 +40,7 @@ def pipeline(dataset: str, latent_dim: int | None, n_trials: int, epochs: int, s
 
     if n_trials < 1:
         raise UserError(f"n_trials must be at least 1, got {n_trials}")
-    config = TrainConfig(DataConfig(dataset=dataset),
+    config = TrainConfig(DataConfig(dataset=dataset, label_column=optional_text(label_column)),
                          ModelConfig(latent_dim=latent_dim, epochs=epochs, seed=seed), experiment=experiment).validate()
     result = run_pipeline(config, PipelineSettings(n_trials=n_trials, force=force,
                                                    storage=None if is_auto(storage) else storage),
