@@ -55,6 +55,47 @@ def small_config(kind: str, dataset: str = "digits", **model_kw) -> TrainConfig:
     return TrainConfig(DataConfig(dataset=dataset), ModelConfig(**settings), experiment="pytest")
 
 
+def tiny_tune_config(kind: str = "ae", epochs: int = 3, experiment: str = "tune-tests", **model_kw) -> TrainConfig:
+    """Tiny data and nets for studies: every trial is a couple of seconds, most of it logging the model."""
+    model = dict(model=kind, epochs=epochs, hidden=(16,), latent_dim=1, batch_size=64, patience=0)
+    model.update(model_kw)
+    return TrainConfig(DataConfig(dataset="scurve", n_samples=200), ModelConfig(**model), experiment=experiment)
+
+
+def run_statuses() -> list[str]:
+    """The status of every run in the tracking store."""
+    import mlflow
+
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    return [r.info.status for r in runs]
+
+
+def training_runs(experiment: str) -> list:
+    """The runs of `experiment` that trained a model (tagged with its kind)."""
+    import mlflow
+
+    return [r for r in mlflow.search_runs(experiment_names=[experiment], output_format="list")
+            if "model" in r.data.tags]
+
+
+def child_runs(parent_run_id: str) -> list:
+    import mlflow
+
+    return mlflow.search_runs(search_all_experiments=True, output_format="list",
+                              filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'")
+
+
+def by_trial(runs) -> dict[int, object]:
+    """Trial runs by their Optuna trial number."""
+    return {int(r.data.tags["optuna.trial"]): r for r in runs}
+
+
+def train_process(tracking_uri: str, cwd, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`aeservice train ARGS` as a real process of the console script."""
+    return subprocess.run([str(BIN / "aeservice"), "train", *args], capture_output=True, text=True, timeout=300,
+                          env={**subprocess_env(tracking_uri), **(env or {})}, cwd=cwd)
+
+
 @pytest.fixture()
 def tracking_uri(tmp_path, monkeypatch) -> str:
     """A fresh SQLite tracking store in a temp folder, for this process and its children."""
@@ -71,6 +112,13 @@ def tracking_uri(tmp_path, monkeypatch) -> str:
     while mlflow.active_run():
         mlflow.end_run()
     mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture()
+def stores(tracking_uri, tmp_path, monkeypatch):
+    """Fresh MLflow and Optuna SQLite stores; artifacts land in the temp folder, not the repo."""
+    monkeypatch.chdir(tmp_path)
+    return {"tracking": tracking_uri, "optuna": f"sqlite:///{tmp_path / 'optuna.db'}"}
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import subprocess
 
 import mlflow
 from click.testing import CliRunner
-from conftest import BIN, REPO, subprocess_env
+from conftest import BIN, REPO, subprocess_env, training_runs
 
 from aeservice.cli import aeservice_command
 from aeservice.config import DataConfig, ModelConfig, TrainConfig
@@ -15,11 +15,6 @@ from aeservice.pipeline import PipelineResult, PipelineSettings, StepResult, cod
 def _config(experiment: str) -> TrainConfig:
     return TrainConfig(DataConfig(dataset="curve3d", n_samples=200),
                        ModelConfig(epochs=3, hidden=(16,), patience=0), experiment=experiment)
-
-
-def _training_runs(experiment: str) -> list:
-    return [r for r in mlflow.search_runs(experiment_names=[experiment], output_format="list")
-            if "model" in r.data.tags]
 
 
 def test_second_run_reuses_every_step_and_force_runs_anew(tracking_uri, tmp_path):
@@ -32,19 +27,19 @@ def test_second_run_reuses_every_step_and_force_runs_anew(tracking_uri, tmp_path
         champion = client.get_model_version_by_alias(step.registered_as, "champion")
         assert champion.run_id == step.model_run_id
     assert first.comparison_run_id and "pca" in first.leaderboard
-    runs_after_first = len(_training_runs("pipe"))
+    runs_after_first = len(training_runs("pipe"))
 
     second = run_pipeline(_config("pipe"), settings, echo=lambda line: None)
     assert all(s.reused for s in second.steps)
     assert [s.model_run_id for s in second.steps] == [s.model_run_id for s in first.steps]
-    assert len(_training_runs("pipe")) == runs_after_first  # nothing trained again
+    assert len(training_runs("pipe")) == runs_after_first  # nothing trained again
     for step in second.steps:  # and nothing registered twice
         assert len(client.search_model_versions(f"name = '{step.registered_as}'")) == 1
 
     changed = run_pipeline(_config("pipe"), PipelineSettings(n_trials=1, storage=settings.storage, force=True),
                            echo=lambda line: None)
     assert not any(s.reused for s in changed.steps)
-    assert len(_training_runs("pipe")) > runs_after_first
+    assert len(training_runs("pipe")) > runs_after_first
     for step in changed.steps:
         versions = client.search_model_versions(f"name = '{step.registered_as}'")
         assert len(versions) == 2
@@ -84,19 +79,6 @@ def test_main_passes_its_options_on_and_prints_the_result(monkeypatch):
         "  mlflow models serve -m models:/x-pca@champion --env-manager local -p 5000"]
     CliRunner().invoke(aeservice_command, [*args[:3], "--label-column", "none"])
     assert seen["config"].data.label_column is None  # what MLproject passes for no labels
-
-
-def test_tune_register_as_registers_the_best_trial(tracking_uri, tmp_path):
-    result = CliRunner().invoke(aeservice_command, [
-        "tune", "--model", "ae", "--dataset", "curve3d", "--n-samples", "200", "--epochs", "2", "--n-trials", "2",
-        "--hidden", "16", "--storage", f"sqlite:///{tmp_path / 'optuna.db'}", "--experiment", "reg",
-        "--register-as", "curve-ae", "--quiet"])
-    assert result.exit_code == 0, result.output
-    best = [r for r in _training_runs("reg") if r.data.tags.get("best_trial") == "true"]
-    assert len(best) == 1
-    version = mlflow.MlflowClient().get_model_version_by_alias("curve-ae", "champion")
-    assert version.run_id == best[0].info.run_id
-    assert "champion" in result.output
 
 
 def test_mlflow_run_main_entry_point_logs_into_the_aeservice_experiment(tracking_uri, tmp_path):
