@@ -19,19 +19,20 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import mlflow
 from mlflow.entities import Run
+from mlflow.models import Model
 
 from aeservice.config import TrainConfig
 from aeservice.errors import UserError
 from aeservice.leaderboard import Row, format_table, make_row, rank, to_csv, to_markdown
+from aeservice.models import Autoencoder, load_model
+from aeservice.tracking import MODEL_ARTIFACT, mlflow_run
+from aeservice.training import prepare
 
-if TYPE_CHECKING:
-    from aeservice.models import Autoencoder
-
-# Keras/TensorFlow (models, training, tracking) and matplotlib are imported where the figures and
+# matplotlib (and aeservice.figures, which draws with it) is imported where the figures and
 # the report are made, so the table and a wrong experiment name come back without starting them.
 
 __all__ = ["COMPARISON_TAG", "ComparisonReport", "training_runs", "leaderboard", "load_run_model", "compare"]
@@ -112,11 +113,6 @@ def leaderboard(runs: Sequence[Run], all_runs: bool = False) -> list[Row]:
 # ---- the figures ----------------------------------------------------------------------------------
 def load_run_model(run_id: str) -> Autoencoder:
     """The model a training run logged at runs:/<id>/model, loaded with this package's code."""
-    from mlflow.models import Model
-
-    from aeservice.models import load_model
-    from aeservice.tracking import MODEL_ARTIFACT
-
     with tempfile.TemporaryDirectory() as tmp:
         local = mlflow.artifacts.download_artifacts(f"runs:/{run_id}/{MODEL_ARTIFACT}", dst_path=tmp)
         conf = Model.load(local).flavors["python_function"]
@@ -134,7 +130,6 @@ def _dataset_figures(rows: list[Row], runs: dict[str, Run], progress: Progress) 
     sizes split differently, but their models still take the same rows).
     """
     from aeservice.figures.comparison import comparison_figures, test_mse_bars
-    from aeservice.training import prepare
 
     name = rows[0]["dataset"]
     prefix = f"plots/{_slug(name)}"
@@ -202,8 +197,6 @@ def compare(experiment: str = "aeservice", dataset: str | None = None, all_runs:
     """
     runs = training_runs(experiment, dataset)
     import matplotlib.pyplot as plt
-
-    from aeservice.tracking import mlflow_run
 
     progress = progress or (lambda message: None)
     rows = leaderboard(runs, all_runs=all_runs)

@@ -20,10 +20,15 @@ from typing import Callable, Iterator
 import mlflow
 
 import aeservice
+from aeservice.comparison import compare
 from aeservice.config import TrainConfig
+from aeservice.leaderboard import format_table
 from aeservice.models import MODELS
+from aeservice.registry import register_run
 from aeservice.tracking import mlflow_run, train_run
 from aeservice.training import prepare
+from aeservice.tuning import TuneSettings, tune
+from aeservice.tuning.space import search_space
 
 __all__ = ["PipelineSettings", "PipelineResult", "StepResult", "code_version", "run_pipeline", "kinds", "tuned"]
 
@@ -84,8 +89,6 @@ def kinds() -> tuple[str, ...]:
 
 def tuned(kind: str, n_features: int) -> bool:
     """Whether the job tunes `kind`: it searches something besides the fixed code size."""
-    from aeservice.tuning.space import search_space
-
     return bool(search_space(kind, n_features, fixed=FIXED))
 
 
@@ -105,8 +108,6 @@ def _finished(experiment_id: str, key: str) -> mlflow.entities.Run | None:
 
 def _register(model_run_id: str, name: str, force: bool) -> list[str]:
     """A new version unless this run already is one (a reused step registers nothing again)."""
-    from aeservice.registry import register_run
-
     client = mlflow.MlflowClient()
     try:
         existing = client.search_model_versions(f"name = '{name}' and run_id = '{model_run_id}'")
@@ -144,10 +145,6 @@ def run_pipeline(base: TrainConfig, settings: PipelineSettings,
                  echo: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)
                  ) -> PipelineResult:
     """Run or reuse every step under one parent run, register each kind, then compare them."""
-    from aeservice.comparison import compare
-    from aeservice.leaderboard import format_table
-    from aeservice.tuning import TuneSettings, tune
-
     prepared = prepare(base)  # bad settings or data fail here, before any run starts
     dataset = prepared.dataset.name
     version = code_version()

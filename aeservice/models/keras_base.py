@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from aeservice.config import ModelConfig
+from aeservice.data.preprocess import principal_axes
 from aeservice.errors import UserError
 from aeservice.models.base import LATENT_SEARCH, Autoencoder, EpochCallback, Searched
 from aeservice.models.frozen import FrozenNets, infer
@@ -233,8 +234,6 @@ class KerasAutoencoder(Autoencoder):
 
         The nets are the kind's own with no hidden layer, so the linear model saves, plans and
         serves like any other (its `hidden_used` is "none")."""
-        from aeservice.data.preprocess import principal_axes
-
         trained, nets = self.sizes_, self.nets_
         self.sizes_, self.nets_ = dataclasses.replace(trained, hidden=()), FrozenNets()  # _build sets the nets
         try:

@@ -6,6 +6,7 @@ import numpy as np
 import dataclasses
 
 from aeservice.models.base import Searched
+from aeservice.models.dense import DenseAutoencoder
 from aeservice.models.keras_base import KerasAutoencoder, keras_module
 
 
@@ -109,8 +110,6 @@ class VariationalAutoencoder(KerasAutoencoder):
         The ELBO's own gradient rarely finds a curved code from random weights on small data
         (a 1-D curve of 60 rows: 1.2-1.4x PCA's error, where the same nets as a plain AE reached
         0.2-0.4x); the autoencoder's restarts find it, and the VAE keeps what the ELBO likes."""
-        from aeservice.models.dense import DenseAutoencoder
-
         start = DenseAutoencoder(dataclasses.replace(self.config, model="ae"), self.data_kind)
         start.n_features_, start.latent_dim_, start.history_ = self.n_features_, self.latent_dim_, {}
         start.sizes_ = self.sizes_

@@ -15,6 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
+from aeservice.backend import current as current_backend
 from aeservice.models import EpochCallback
 from aeservice.timing import phase
 from aeservice.tracking.messages import (Epoch, Failed, Figures, Finished, ModelSaved, Result, RunStarted, Setup,
@@ -74,8 +75,6 @@ def setup(prepared: Prepared) -> Setup:
 
 
 def run_tags(prepared: Prepared, extra: dict | None = None) -> dict:
-    from aeservice.backend import current as current_backend
-
     return {"model": prepared.config.model.model, "dataset": prepared.dataset.name,
             "backend": current_backend(), **(extra or {})}
 
