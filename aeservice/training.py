@@ -81,8 +81,7 @@ def used_params(model: Autoencoder) -> dict[str, Any]:
                     batch_size_used=sizes.batch_size, activation_used=sizes.activation,
                     input_noise_used=sizes.input_noise, patience_used=sizes.patience,
                     restarts_used=len(getattr(model, "restart_scores_", ())) or sizes.restarts)  # fits made
-        if model.kind == "vae":
-            used["kl_warmup_used"] = min(sizes.kl_warmup, sizes.epochs // 2)
+        used.update(model.used_settings())  # the VAE: kl_warmup_used
         if getattr(model, "kept_", None):  # which fit won on validation: "restart N" or "linear"
             used["kept"] = model.kept_
         if getattr(model, "restart_scores_", None):  # each restart's validation loss

@@ -13,7 +13,7 @@ from aeservice.models import MODELS, load_model
 from aeservice.models import fused as fused_module
 from aeservice.models.fused import compile_options, fuse_epochs
 from aeservice.sizes import unexplained_rms
-from aeservice.training import fit_and_evaluate, prepare, prepared_sizes
+from aeservice.training import fit_and_evaluate, prepare, prepared_sizes, used_params
 
 
 @pytest.fixture(scope="module", params=tuple(MODELS))
@@ -43,6 +43,13 @@ def test_each_class_declares_the_terms_and_metrics_it_logs(trained):
     own = {k[len("test_"):] for k in result.metrics if k.startswith("test_")} - {"mse"}
     assert own == set(model.extra_metrics)
     assert (len(result.history["loss"]) > 1) == model.trains_in_epochs  # three epochs, or one fit
+
+
+def test_a_kind_logs_its_own_used_settings_and_says_how_it_fits(trained):
+    model = trained[1].model
+    used = used_params(model)
+    assert ("kl_warmup_used" in used) == (model.kind == "vae") and set(model.used_settings()) <= set(used)
+    assert bool(type(model).fit_note) == (model.kind == "vae")  # its plain AE start, in train's announce line
 
 
 def test_same_seed_same_samples(trained):

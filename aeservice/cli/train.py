@@ -48,12 +48,13 @@ def train(quiet: bool, **options: Any) -> None:
         from aeservice.training import prepared_sizes
 
         d, sizes = prepared.dataset, prepared_sizes(prepared)
-        epochs = MODELS[config.model.model].trains_in_epochs  # else one fit, no net (PCA)
+        kind = MODELS[config.model.model]
+        epochs = kind.trains_in_epochs  # else one fit, no net (PCA)
         net = "" if not epochs else (
             f"; hidden {','.join(map(str, sizes.hidden)) or 'none'}, batch {sizes.batch_size}, "
             f"at most {sizes.epochs} epochs" + _fits(sizes)
             + f"; {sizes.activation}" + (f", input noise {sizes.input_noise:g}" if sizes.input_noise else "")
-            + ("; from a plain AE fitted first (ae_* lines)" if config.model.model == "vae" else ""))
+            + (f"; {kind.fit_note}" if kind.fit_note else ""))
         click.echo(f"training {config.model.model} on {d.name} ({len(d.x)} rows x {d.n_features} features, "
                    f"{d.kind}: {d.kind_reason}){net}", err=True)
         if not quiet:

@@ -9,7 +9,7 @@ import dataclasses
 import json
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Callable, ClassVar, NamedTuple, Sequence
+from typing import Any, Callable, ClassVar, NamedTuple, Sequence
 
 import numpy as np
 
@@ -76,6 +76,7 @@ class Autoencoder(ABC):
     denoises_images: ClassVar[bool] = False  # auto input_noise > 0 on image data (aeservice.sizes)
     # The settings that shape this kind: its row of the comparison table leaves the others blank.
     comparison_params: ClassVar[tuple[str, ...]] = ()
+    fit_note: ClassVar[str] = ""  # how this kind fits, for `train`'s announce line; empty: nothing to say
 
     @classmethod
     def max_latent_dim(cls, n_features: int, n_rows: int) -> int | None:
@@ -123,6 +124,10 @@ class Autoencoder(ABC):
 
     def freeze(self) -> dict[str, bool]:
         """Prepare for inference only (serving); kinds with a faster inference path take it here."""
+        return {}
+
+    def used_settings(self) -> dict[str, Any]:
+        """Settings of this kind that the fit resolved besides the sizes, logged as *_used params."""
         return {}
 
     def evaluation_metrics(self, x: np.ndarray, seed: int = 0) -> dict[str, float]:

@@ -29,9 +29,13 @@ class VariationalAutoencoder(KerasAutoencoder):
     comparison_params = KerasAutoencoder.comparison_params + ("beta",)
     val_smoothing = 0.7  # its validation loss is a one-sample ELBO estimate: noisy
     score_draws = 8  # restarts and the linear model are compared on an 8-draw ELBO estimate
+    fit_note = "from a plain AE fitted first (ae_* lines)"
 
     def _warmup_epochs(self) -> int:
         return min(self.sizes_.kl_warmup, self.sizes_.epochs // 2)
+
+    def used_settings(self) -> dict[str, int]:
+        return {"kl_warmup_used": self._warmup_epochs()}
 
     def _schedule_callbacks(self):
         warmup, target = self._warmup_epochs(), self._kl_weight
