@@ -8,8 +8,9 @@ A setting that `train` and `tune` take as an option (`--latent-dim` for `latent_
 its field's metadata, and `aeservice.cli.options` builds the option from the field, so its name,
 type, default and help are declared once, here:
 
-- help: the option's help text. `{name}` is filled in with `aeservice.sizes.describe()[name]`
-  and `{kinds}` with the model kinds' descriptions (both modules sit above this one);
+- help: the option's help text. `{name}` is filled in with `aeservice.sizes.describe(...)[name]`
+  and `{kinds}` with the model kinds' descriptions (`aeservice.cli.options.help_words`; both
+  modules sit above this one);
 - auto: for a None default (chosen from the data), what auto means: appended as
   "[default: auto = ...]", or "[default: auto]" when empty; the option also accepts "auto";
 - choices: the words a text setting accepts.
