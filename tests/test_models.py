@@ -8,11 +8,12 @@ import pytest
 from conftest import small_config
 
 from aeservice.config import DataConfig, ModelConfig, TrainConfig
+from aeservice.data import synthetic
 from aeservice.errors import UserError
 from aeservice.models import MODELS, load_model
 from aeservice.models import fused as fused_module
 from aeservice.models.fused import compile_options, fuse_epochs
-from aeservice.sizes import unexplained_rms
+from aeservice.sizes import resolve_sizes, unexplained_rms
 from aeservice.training import fit_and_evaluate, prepare, prepared_sizes, used_params
 
 
@@ -199,3 +200,24 @@ def test_a_model_keeps_the_sizes_it_resolved_through_save_and_load(tmp_path):
     assert model.sizes_.hidden == (256, 128) and model.sizes_.epochs == 3  # epochs given: it wins
     assert [layer.units for layer in model.encoder_.layers[1:]] == [256, 128, 2]
     assert load_model(model.save(tmp_path / "m")).sizes_ == model.sizes_
+
+
+def test_a_relu_code_starts_with_every_unit_active_on_the_training_rows():
+    """A ReLU code unit that is off for every row gets no gradient and stays dead: with Keras's
+    zero bias, units started on for a minority of the 3-D sheet's rows, and one of two died. The
+    sparse AE's code bias therefore starts so that each unit is on for every training row."""
+    from aeservice.models.dense import SparseAutoencoder
+
+    x = synthetic.curve3d(2000, 0.1, np.random.default_rng(0))[0]
+    x = ((x - x.mean(axis=0)) / x.std(axis=0)).astype("float32")
+    model = SparseAutoencoder(ModelConfig(model="sparse", latent_dim=2, seed=0))
+    model.n_features_, model.latent_dim_, model.init_seed_ = 3, 2, 0
+    model.sizes_ = resolve_sizes(model.config, len(x))
+    model._build()
+    on_by_default = (np.asarray(model.encoder_(x)) > 0).mean(axis=0)
+    start = model._start_weights(x)
+    model.encoder_.get_layer("code").set_weights(start["code"])
+    codes = np.asarray(model.encoder_(x))
+    assert on_by_default.min() < 0.5, on_by_default  # what the start is for: zero bias leaves units mostly off
+    assert (codes > 0).all(), (codes > 0).mean(axis=0)
+    assert SparseAutoencoder(ModelConfig(model="sparse", sparsity_weight=0.1))._start_weights(x) == {}  # sigmoid code

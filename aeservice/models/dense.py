@@ -15,6 +15,8 @@ if TYPE_CHECKING:
 __all__ = ["DenseAutoencoder", "SparseAutoencoder"]
 
 _CODE_MARGIN = 3.0  # in whitened code units: rows 3 standard deviations beyond the training rows still pass
+_START_ROWS = 20_000  # training rows a ReLU code's starting bias is set from: enough to see the tails
+_START_LIFT = 0.1  # the lowest of them starts this many of the unit's standard deviations above zero
 
 
 class DenseAutoencoder(KerasAutoencoder):
@@ -95,6 +97,24 @@ class SparseAutoencoder(DenseAutoencoder):
     @property
     def code_activation(self) -> str | None:
         return "sigmoid" if self.config.sparsity_weight > 0 else "relu"
+
+    def _start_weights(self, x_train):
+        """A ReLU code starts with every unit active on the training rows: its bias is shifted
+        so that each unit's lowest pre-activation over them is a little above zero.
+
+        With Keras's zero bias, a code unit behind ReLU hidden layers started active on 10-30% of
+        the rows of the 3-D sheet; one such unit of two went dead for good (it gets no gradient)
+        and the fit lost to PCA. L1 still switches units off, as training finds they are not needed.
+        """
+        from aeservice.models.plan import dense_plan
+
+        plan = dense_plan(self.encoder_) if self.code_activation == "relu" else None
+        if plan is None:
+            return {}
+        name, source, kernel, bias, _ = plan.steps[-1]
+        plan.steps[-1] = (name, source, kernel, bias, "linear")  # the code before its ReLU
+        pre = plan(x_train[:_START_ROWS])
+        return {name: [kernel, bias - pre.min(axis=0) + _START_LIFT * pre.std(axis=0)]}
 
     def _terms(self, z):
         from aeservice.models.layers import SparsityPenalty, mean_of_prediction
