@@ -14,8 +14,9 @@ import numpy as np
 
 from aeservice.config import ModelConfig
 from aeservice.data.preprocess import principal_axes
+from aeservice.errors import UserError
 
-__all__ = ["Sizes", "resolve_sizes", "fit_sizes", "unexplained_rms", "describe"]
+__all__ = ["Sizes", "resolve_sizes", "fit_sizes", "unexplained_rms", "describe", "check_sizes"]
 
 MIN_BATCH, MAX_BATCH = 16, 512  # a few rows per step at least; beyond 512 a step costs more than it gains
 BATCH_PER_SQRT_ROW = 2.0  # 64 for the benchmark's 850-1700 rows, 32 for 200, 256 for 8500
@@ -120,9 +121,47 @@ def fit_sizes(config: ModelConfig, x: np.ndarray, data_kind: str, latent: int) -
     return resolve_sizes(config, len(x), data_kind, unexplained_rms(x, latent) if needed else 0.0)
 
 
+def check_sizes(config: ModelConfig, n_features: int, n_train: int, where: str = "these rows",
+                model: type | None = None) -> None:
+    """Refuse, in one line, sizes these training rows cannot take: before any run starts or net is built.
+
+    The code may be at most the kind's `max_latent_dim` (PCA: the feature and training row
+    counts; the nets: the feature count, a sparse code a few times it); an explicit batch may be
+    at most the training rows, for the kinds that train in batches. The settings that need no
+    data (positive whole widths, epochs, rates) are `TrainConfig.validate`'s. `training.prepare`
+    calls both, so `train`, `tune`, its trials and the main job check the same way; `Autoencoder.fit`
+    checks again for callers that fit rows directly. `where` names the data ("data set digits");
+    `model` is the kind's class (default: the config's kind).
+    """
+    from aeservice.models import model_class, resolve_latent_dim  # the models import this module
+
+    model = model or model_class(config.model)
+    latent = resolve_latent_dim(config, n_features)
+    bound = model.max_latent_dim(n_features, n_train)
+    if bound is not None and latent > bound:
+        raise UserError(f"{model.kind} latent_dim must be at most {_bound_text(bound, n_features, n_train)} "
+                        f"for {where}, got {latent}")
+    if model.trains_in_epochs and config.batch_size is not None and config.batch_size > n_train:
+        raise UserError(f"batch_size must be at most the training row count ({n_train}) for {where}, "
+                        f"got {config.batch_size}")
+
+
+def _bound_text(bound: int, n_features: int, n_train: int) -> str:
+    if bound == n_features:
+        return f"the feature count ({n_features})"
+    if bound == n_train:
+        return f"the training row count ({n_train})"
+    if n_features and bound % n_features == 0:
+        return f"{bound} ({bound // n_features}x the feature count)"
+    return str(bound)
+
+
 def describe() -> dict[str, str]:
     """The rule in words, for `--help`: one phrase per size."""
-    return {"hidden": ",".join(map(str, HIDDEN)) + " (measured: neither narrower for few rows nor wider for many paid)",
+    from aeservice.models.dense import OVERCOMPLETE  # the models import this module
+
+    return {"latent_dim": f"at most the feature count (sparse: {OVERCOMPLETE}x it; pca: also the training rows)",
+            "hidden": ",".join(map(str, HIDDEN)) + " (measured: neither narrower for few rows nor wider for many paid)",
             "batch_size": f"~{BATCH_PER_SQRT_ROW:g} x sqrt(training rows) as a power of two in {MIN_BATCH}-{MAX_BATCH}",
             "epochs": f"{STEP_BUDGET} steps' worth, {MIN_EPOCHS}-{MAX_EPOCHS}",
             "activation": f"{IMAGE_ACTIVATION} for image data, {CONTINUOUS_ACTIVATION} otherwise",

@@ -14,7 +14,7 @@ from aeservice.data import Dataset, Split, load_dataset, split_dataset
 from aeservice.data.preprocess import scaler_for
 from aeservice.errors import UserError
 from aeservice.models import Autoencoder, EpochCallback, build_model, model_class, resolve_latent_dim
-from aeservice.sizes import Sizes, fit_sizes, resolve_sizes
+from aeservice.sizes import Sizes, check_sizes, fit_sizes, resolve_sizes
 
 __all__ = ["Prepared", "TrainResult", "import_libraries", "prepare", "prepared_sizes", "epoch_cap", "used_params",
            "fit_and_evaluate", "fit_rows", "evaluate"]
@@ -49,16 +49,11 @@ def import_libraries(config: TrainConfig) -> None:
 
 def prepare(config: TrainConfig, dataset: Dataset | None = None) -> Prepared:
     """Validate settings against the data so bad input fails before any run or epoch."""
-    model = model_class(config.model.model)
+    model_class(config.model.model)
     config.validate()
     data = dataset if dataset is not None else load_dataset(config.data, config.model.seed)
     split = split_dataset(data, config.data, config.model.seed)
-    latent = resolve_latent_dim(config.model, data.n_features)
-    bound = model.max_latent_dim(data.n_features, len(split.train))
-    if bound is not None and latent > bound:
-        limit = (f"the feature count ({data.n_features})" if bound == data.n_features
-                 else f"the training row count ({len(split.train)})" if bound == len(split.train) else str(bound))
-        raise UserError(f"{model.kind} latent_dim must be at most {limit} for data set {data.name}, got {latent}")
+    check_sizes(config.model, data.n_features, len(split.train), f"data set {data.name}")
     return Prepared(config, data, split)
 
 

@@ -5,11 +5,13 @@ import subprocess
 
 import mlflow
 import numpy as np
+import pytest
 from click.testing import CliRunner
 from conftest import BIN, REPO, subprocess_env
 
 from aeservice.cli import aeservice_command
 from aeservice.config import ACTIVATIONS, DataConfig, ModelConfig, TrainConfig
+from aeservice.errors import UserError
 from aeservice.sizes import describe, resolve_sizes
 
 FAST = ["--epochs", "2", "--hidden", "16", "--patience", "0", "--experiment", "cli"]
@@ -92,6 +94,55 @@ def test_bad_input_gives_one_line_and_leaves_no_run(tracking_uri, tmp_path):
         assert "Traceback" not in result.output
         assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit), args
     assert "RUNNING" not in _statuses()
+
+
+# Sizes the data cannot take: one line and exit 1 before any run (digits: 64 features, 1257 training rows).
+_BAD_SIZES = [
+    (["--model", "ae", "--latent-dim", "100000"],
+     "ae latent_dim must be at most the feature count (64) for data set digits, got 100000"),
+    (["--model", "vae", "--latent-dim", "65"], "vae latent_dim must be at most the feature count (64)"),
+    (["--model", "sparse", "--latent-dim", "257"], "sparse latent_dim must be at most 256 (4x the feature count)"),
+    (["--model", "pca", "--latent-dim", "65"], "pca latent_dim must be at most the feature count (64)"),
+    (["--model", "ae", "--latent-dim", "2", "--batch-size", "1258"],
+     "batch_size must be at most the training row count (1257) for data set digits, got 1258"),
+    (["--model", "ae", "--hidden", "64,0"], "hidden layer sizes must be positive"),
+    (["--model", "ae", "--hidden", "-8"], "hidden layer sizes must be positive"),
+    (["--model", "ae", "--hidden", "16.5"], "hidden must be comma-separated integers"),
+]
+
+
+def test_sizes_the_data_cannot_take_are_refused_before_any_run(tracking_uri, tmp_path):
+    runner = CliRunner()
+    for command in ("train", "tune"):
+        for args, message in _BAD_SIZES:
+            result = runner.invoke(aeservice_command, [command, "--epochs", "2", "--experiment", "cli", *args])
+            assert result.exit_code == 1, (command, args, result.output)
+            assert result.output.strip().splitlines()[-1].startswith(f"Error: {message}"), (command, result.output)
+            assert "Traceback" not in result.output
+    assert _statuses() == []  # no run was started, so none is left RUNNING
+    assert not (tmp_path / "optuna.db").exists()  # nor a study
+    usage = runner.invoke(aeservice_command, ["train", "--batch-size", "many"])
+    assert usage.exit_code == 2 and "Invalid value for '--batch-size'" in usage.output  # a usage error stays click's
+
+
+def test_check_sizes_lets_through_what_fits():
+    from aeservice.sizes import check_sizes
+
+    check_sizes(ModelConfig(model="ae", latent_dim=64), 64, 1257, "digits")  # at the bound
+    check_sizes(ModelConfig(model="sparse", latent_dim=256), 64, 1257, "digits")  # an overcomplete sparse code
+    check_sizes(ModelConfig(model="ae", latent_dim=1), 2, 5, "tiny")  # auto batch (at least 16) on 5 rows: clipped
+    check_sizes(ModelConfig(model="pca", batch_size=10_000), 3, 100, "x")  # PCA takes no batches
+    for hidden in ((16.5,), (True,), (0,)):  # from Python, where no option parsing has looked at them
+        with pytest.raises(UserError, match="hidden layer sizes must be positive whole numbers"):
+            TrainConfig(model=ModelConfig(hidden=hidden)).validate()
+
+
+def test_a_latent_size_too_large_in_a_real_process_stops_at_once(tracking_uri, tmp_path):
+    proc = _train_process(tracking_uri, tmp_path, "--model", "ae", "--latent-dim", "100000")
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "Error: ae latent_dim must be at most the feature count (64) for data set digits, got 100000")
+    assert "Traceback" not in proc.stderr and _statuses() == []
 
 
 def test_divergence_marks_the_run_failed(tracking_uri):

@@ -16,7 +16,7 @@ import numpy as np
 from aeservice.config import ModelConfig
 from aeservice.data.preprocess import Scaler, scaler_for, scaler_from_state
 from aeservice.errors import UserError
-from aeservice.sizes import Sizes, fit_sizes
+from aeservice.sizes import Sizes, check_sizes, fit_sizes
 
 __all__ = ["Autoencoder", "EpochCallback", "Searched", "resolve_latent_dim"]
 
@@ -90,11 +90,8 @@ class Autoencoder(ABC):
     def fit(self, x_train: np.ndarray, x_val: np.ndarray, callbacks: Sequence[EpochCallback] = (),
             verbose: int = 0) -> "Autoencoder":
         self.n_features_ = int(x_train.shape[1])
+        check_sizes(self.config, self.n_features_, len(x_train), model=type(self))
         self.latent_dim_ = resolve_latent_dim(self.config, self.n_features_)
-        bound = self.max_latent_dim(self.n_features_, len(x_train))
-        if bound is not None and self.latent_dim_ > bound:
-            raise UserError(f"{self.kind} latent_dim must be at most {bound} (features and training rows), "
-                            f"got {self.latent_dim_}")
         self.scaler_: Scaler = scaler_for(self.data_kind).fit(x_train)
         train = self.scaler_.transform(x_train)
         self.sizes_: Sizes = fit_sizes(self.config, train, self.data_kind, self.latent_dim_)
