@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import click
 
-from aeservice import sizes
+from aeservice import signals, sizes
 from aeservice.config import DataConfig, ModelConfig, TrainConfig, parse_hidden
 from aeservice.errors import UserError
 from aeservice.models import MODELS  # the classes only: Keras is imported when a model trains
@@ -171,11 +171,11 @@ def user_errors(func: Callable) -> Callable:
             if mlflow_errors and isinstance(exc, mlflow_errors.MlflowException):
                 raise click.ClickException(f"MLflow: {exc.message.splitlines()[0]}") from None
             raise
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM as signals.Terminated
+            click.echo(signals.stop_message(exc), err=True)
+            sys.exit(signals.exit_code(exc))
 
-    return wrapper
+    return signals.sigterm_raises(wrapper)
 
 
 @click.group("aeservice", context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
