@@ -92,6 +92,7 @@ def used_params(model: Autoencoder) -> dict[str, Any]:
 def fit_and_evaluate(prepared: Prepared, callbacks: Sequence[EpochCallback] = (), verbose: int = 0) -> TrainResult:
     cfg, split = prepared.config, prepared.split
     model = build_model(cfg.model, prepared.dataset.kind)
+    model.image_shape_ = prepared.dataset.image_shape
     model.fit(split.train, split.val, callbacks=callbacks, verbose=verbose)
     return TrainResult(model, evaluate(model, split, cfg.model.seed), dict(model.history_))
 

@@ -82,6 +82,10 @@ class Autoencoder(ABC):
         """The largest code this kind can learn from n_rows training rows of n_features; None: no bound."""
         return None
 
+    # (height, width) when each row is an image, as the data set said (`Dataset.image_shape`); a
+    # client reshapes rows with it. Set by training, saved with the model; None: not known or not images.
+    image_shape_: tuple[int, int] | None = None
+
     def __init__(self, config: ModelConfig, data_kind: str = "continuous"):
         self.config = config
         self.data_kind = data_kind
@@ -122,6 +126,13 @@ class Autoencoder(ABC):
         """Prepare for inference only (serving); kinds with a faster inference path take it here."""
         return {}
 
+    def info(self) -> dict:
+        """What a client needs to know before calling the model: its kind, the width of its data rows
+        and of its code (what `decode` takes), the data kind and, for images, their shape."""
+        shape = self.image_shape_
+        return {"kind": self.kind, "n_features": int(self.n_features_), "latent_dim": int(self.latent_dim_),
+                "data_kind": self.data_kind, "image_shape": [int(v) for v in shape] if shape else None}
+
     def evaluation_metrics(self, x: np.ndarray, seed: int = 0) -> dict[str, float]:
         """Kind-specific extra metrics on held-out rows (the VAE adds its ELBO)."""
         return {}
@@ -140,6 +151,8 @@ class Autoencoder(ABC):
             "sizes": dataclasses.asdict(self.sizes_),  # what auto resolved to, for the logged params
             "scaler": self.scaler_.name,
         }
+        if self.image_shape_:
+            meta["image_shape"] = [int(v) for v in self.image_shape_]
         if getattr(self, "kept_", None):
             meta["kept"] = self.kept_  # which fit the training kept (see KerasAutoencoder._fit)
         (path / "meta.json").write_text(json.dumps(meta, indent=2))
@@ -158,6 +171,8 @@ class Autoencoder(ABC):
         model.sizes_ = _sizes_from(meta, config)
         if "kept" in meta:
             model.kept_ = meta["kept"]
+        if meta.get("image_shape"):  # models saved before it was saved: not known
+            model.image_shape_ = tuple(meta["image_shape"])
         with np.load(path / "state.npz", allow_pickle=False) as state:
             arrays = {k: state[k] for k in state.files}
         model.scaler_ = scaler_from_state(meta["scaler"], arrays)
