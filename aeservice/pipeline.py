@@ -164,8 +164,11 @@ def run_pipeline(base: TrainConfig, settings: PipelineSettings,
                 model_run_id = run_id
             else:
                 echo(f"[{kind}] tuning: {settings.n_trials} trials of at most {config.model.epochs} epochs")
+                # forced: a study of its own (named after this main run), not the finished one resumed,
+                # whose old best trial would come back as the step's model
+                fresh = f"-{parent.info.run_id[:8]}" if settings.force else ""
                 study = tune(config, TuneSettings(n_trials=settings.n_trials, storage=settings.storage,
-                                                  study_name=f"main-{dataset}-{kind}-{key[:8]}",
+                                                  study_name=f"main-{dataset}-{kind}-{key[:8]}{fresh}",
                                                   fixed=FIXED), nested=True)
                 if study.best_run_id is None:
                     raise RuntimeError(f"no {kind} trial finished; see the tune run {study.parent_run_id}")
