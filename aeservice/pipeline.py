@@ -94,17 +94,11 @@ def _finished(experiment_id: str, key: str) -> mlflow.entities.Run | None:
     return runs[0] if runs else None
 
 
-def _register(model_run_id: str, name: str, force: bool) -> list[str]:
-    """A new version unless this run already is one (a reused step registers nothing again)."""
+def _register(model_run_id: str, name: str) -> list[str]:
+    """A new version unless this run already is one (a reused step registers nothing again), under
+    the registry's champion rules: the main job never forces a champion."""
     from aeservice.registry import register_run
 
-    client = mlflow.MlflowClient()
-    try:
-        existing = client.search_model_versions(f"name = '{name}' and run_id = '{model_run_id}'")
-    except mlflow.exceptions.MlflowException:
-        existing = []
-    if existing and not force:
-        return [f"{name}: run {model_run_id} is already version {existing[0].version}; nothing to register"]
     return register_run(model_run_id, name, force=False).lines()
 
 
@@ -179,7 +173,7 @@ def run_pipeline(base: TrainConfig, settings: PipelineSettings,
                 client.set_tag(run_id, BEST_RUN_TAG, model_run_id)
                 client.set_tag(run_id, KEY_TAG, key)
             name = f"{Path(dataset).stem}-{kind}"
-            lines = _register(model_run_id, name, settings.force)
+            lines = _register(model_run_id, name)
             for line in lines:
                 echo(f"[{kind}] {line}")
             steps.append(StepResult(kind, run_id, model_run_id, done is not None, name, lines))
