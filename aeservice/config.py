@@ -64,7 +64,8 @@ class ModelConfig:
         "help": "Model kind: {kinds}."})
     # None: 2 (plottable), or the feature count if that is smaller
     latent_dim: int | None = field(default=None, metadata={
-        "help": "Size of the code.", "auto": "2, or the feature count if smaller"})
+        "help": "Size of the code: {latent_dim}.",
+        "auto": "2, or the feature count if smaller"})
     # hidden, epochs and batch_size: None (auto) is chosen by aeservice.sizes.resolve_sizes from
     # the training rows, so a million rows do not take 64-row steps for 500 epochs and 200 rows
     # get smaller batches (README, Quality, has the measurements).
@@ -185,7 +186,8 @@ class TrainConfig:
             (m.activation is None or m.activation in ACTIVATIONS,
              f"activation must be one of {', '.join(ACTIVATIONS)} or auto, got {m.activation!r}"),
             (m.input_noise is None or m.input_noise >= 0, f"input_noise must be non-negative, got {m.input_noise}"),
-            (m.hidden is None or all(h >= 1 for h in m.hidden), f"hidden layer sizes must be positive, got {m.hidden}"),
+            (m.hidden is None or all(_whole(h) and h >= 1 for h in m.hidden),
+             f"hidden layer sizes must be positive whole numbers, got {m.hidden}"),
         ]
         d = self.data
         checks += [
@@ -200,6 +202,11 @@ class TrainConfig:
             if not ok:
                 raise UserError(message)
         return self
+
+
+def _whole(value: Any) -> bool:
+    """An int and not a bool (True would pass for a width of 1)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _from_text(name: str, hint: Any, value: Any) -> Any:

@@ -106,15 +106,9 @@ def _finished(experiment_id: str, key: str) -> mlflow.entities.Run | None:
     return runs[0] if runs else None
 
 
-def _register(model_run_id: str, name: str, force: bool) -> list[str]:
-    """A new version unless this run already is one (a reused step registers nothing again)."""
-    client = mlflow.MlflowClient()
-    try:
-        existing = client.search_model_versions(f"name = '{name}' and run_id = '{model_run_id}'")
-    except mlflow.exceptions.MlflowException:
-        existing = []
-    if existing and not force:
-        return [f"{name}: run {model_run_id} is already version {existing[0].version}; nothing to register"]
+def _register(model_run_id: str, name: str) -> list[str]:
+    """A new version unless this run already is one (a reused step registers nothing again), under
+    the registry's champion rules: the main job never forces a champion."""
     return register_run(model_run_id, name, force=False).lines()
 
 
@@ -170,8 +164,11 @@ def run_pipeline(base: TrainConfig, settings: PipelineSettings,
                 model_run_id = run_id
             else:
                 echo(f"[{kind}] tuning: {settings.n_trials} trials of at most {config.model.epochs} epochs")
+                # forced: a study of its own (named after this main run), not the finished one resumed,
+                # whose old best trial would come back as the step's model
+                fresh = f"-{parent.info.run_id[:8]}" if settings.force else ""
                 study = tune(config, TuneSettings(n_trials=settings.n_trials, storage=settings.storage,
-                                                  study_name=f"main-{dataset}-{kind}-{key[:8]}",
+                                                  study_name=f"main-{dataset}-{kind}-{key[:8]}{fresh}",
                                                   fixed=FIXED), nested=True)
                 if study.best_run_id is None:
                     raise RuntimeError(f"no {kind} trial finished; see the tune run {study.parent_run_id}")
@@ -182,7 +179,7 @@ def run_pipeline(base: TrainConfig, settings: PipelineSettings,
                 client.set_tag(run_id, BEST_RUN_TAG, model_run_id)
                 client.set_tag(run_id, KEY_TAG, key)
             name = f"{Path(dataset).stem}-{kind}"
-            lines = _register(model_run_id, name, settings.force)
+            lines = _register(model_run_id, name)
             for line in lines:
                 echo(f"[{kind}] {line}")
             steps.append(StepResult(kind, run_id, model_run_id, done is not None, name, lines))

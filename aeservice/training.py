@@ -13,7 +13,8 @@ from aeservice.config import TrainConfig
 from aeservice.data import Dataset, Split, load_dataset, split_dataset
 from aeservice.data.preprocess import scaler_for
 from aeservice.errors import UserError
-from aeservice.models import MODELS, Autoencoder, EpochCallback, build_model, model_class, resolve_latent_dim
+from aeservice.models import (MODELS, Autoencoder, EpochCallback, build_model, check_sizes, model_class,
+                              resolve_latent_dim)
 from aeservice.models.keras_base import KerasAutoencoder, keras_module
 from aeservice.sizes import Sizes, fit_sizes, resolve_sizes
 
@@ -47,16 +48,11 @@ def import_libraries(config: TrainConfig) -> None:
 
 def prepare(config: TrainConfig, dataset: Dataset | None = None) -> Prepared:
     """Validate settings against the data so bad input fails before any run or epoch."""
-    model = model_class(config.model.model)
+    model_class(config.model.model)
     config.validate()
     data = dataset if dataset is not None else load_dataset(config.data, config.model.seed)
     split = split_dataset(data, config.data, config.model.seed)
-    latent = resolve_latent_dim(config.model, data.n_features)
-    bound = model.max_latent_dim(data.n_features, len(split.train))
-    if bound is not None and latent > bound:
-        limit = (f"the feature count ({data.n_features})" if bound == data.n_features
-                 else f"the training row count ({len(split.train)})" if bound == len(split.train) else str(bound))
-        raise UserError(f"{model.kind} latent_dim must be at most {limit} for data set {data.name}, got {latent}")
+    check_sizes(config.model, data.n_features, len(split.train), f"data set {data.name}")
     return Prepared(config, data, split)
 
 
@@ -94,6 +90,7 @@ def used_params(model: Autoencoder) -> dict[str, Any]:
 def fit_and_evaluate(prepared: Prepared, callbacks: Sequence[EpochCallback] = (), verbose: int = 0) -> TrainResult:
     cfg, split = prepared.config, prepared.split
     model = build_model(cfg.model, prepared.dataset.kind)
+    model.image_shape_ = prepared.dataset.image_shape
     model.fit(split.train, split.val, callbacks=callbacks, verbose=verbose)
     return TrainResult(model, evaluate(model, split, cfg.model.seed), dict(model.history_))
 

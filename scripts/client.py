@@ -6,6 +6,7 @@
     python scripts/client.py --method decode codes.npy         # latent rows back to data
     cat rows.csv | python scripts/client.py --method reconstruct -
     python scripts/client.py --method sample --n 16 --seed 7   # no input needed
+    python scripts/client.py --method info                     # what the model is: widths, kind (JSON)
 
 Input: a CSV file (an optional header line, then numeric rows), a .npy file, or `-` for CSV on
 stdin. Output: CSV rows (or one number per line for score) on stdout; errors on stderr, exit 1.
@@ -21,7 +22,8 @@ import sys
 import urllib.error
 import urllib.request
 
-METHODS = ("encode", "decode", "reconstruct", "sample", "score")
+METHODS = ("encode", "decode", "reconstruct", "sample", "score", "info")
+NO_INPUT = ("sample", "info")  # these ignore their input rows
 
 
 def read_rows(source: str) -> list[list[float]]:
@@ -80,8 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, help="sample: how many rows (default 10, at most 10000)")
     parser.add_argument("--seed", type=int, help="sample: seed of the draws (default 0)")
     args = parser.parse_args(argv)
-    if args.method == "sample":
-        rows = [[0.0]]  # sample ignores its input rows
+    if args.method in NO_INPUT:
+        rows = [[0.0]]
     elif args.input is None:
         parser.error(f"{args.method} needs an input file (or - for stdin)")
     else:
@@ -91,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1
+    if isinstance(predictions, dict):  # info
+        print(json.dumps(predictions))
+        return 0
     writer = csv.writer(sys.stdout, lineterminator="\n")
     for row in predictions:
         writer.writerow(row if isinstance(row, list) else [row])

@@ -137,6 +137,20 @@ def test_sample_is_seeded_and_bounded(server):
     assert sample(n=MAX_SAMPLES).shape[0] == MAX_SAMPLES  # the documented bound itself is allowed
 
 
+def test_info_says_what_the_model_is_before_any_decode(server):
+    """A client reads the widths first, then calls decode and sample with them."""
+    status, out = _post(server, json.dumps({"inputs": [[0]], "params": {"method": "info"}}))
+    assert status == 200, out
+    info = out["predictions"]
+    assert {k: info[k] for k in ("kind", "n_features", "latent_dim", "data_kind", "image_shape")} == {
+        "kind": "vae", "n_features": 64, "latent_dim": 2, "data_kind": "image", "image_shape": [8, 8]}
+    assert info["methods"] == ["encode", "decode", "reconstruct", "sample", "score", "info"]
+    status, out = _post(server, json.dumps({"inputs": [[0.0] * info["latent_dim"]], "params": {"method": "decode"}}))
+    assert status == 200 and np.asarray(out["predictions"]).shape == (1, info["n_features"])
+    proc = _client(server, "--method", "info")
+    assert proc.returncode == 0 and json.loads(proc.stdout) == info
+
+
 def _too_wide_csv() -> str:
     return "a,b,c\n1,2,3\n"
 

@@ -54,6 +54,18 @@ def test_run_has_params_tags_metrics_plots_and_input(runs, kind):
     assert [d.dataset.name for d in run.inputs.dataset_inputs] == ["digits"]
 
 
+@pytest.mark.parametrize("kind", tuple(MODELS))
+def test_a_logged_model_says_what_it_is(runs, kind):
+    """`info` through the pyfunc as loaded from the store: what a client needs before decode or sample."""
+    run_id, result, prepared = runs[kind]
+    model = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
+    info = model.predict(np.zeros((1, 1)), params={"method": "info"})
+    assert {k: info[k] for k in ("kind", "n_features", "latent_dim", "data_kind", "image_shape")} == {
+        "kind": kind, "n_features": 64, "latent_dim": 2, "data_kind": "image", "image_shape": [8, 8]}
+    code = model.predict(prepared.split.test[:3], params={"method": "encode"})
+    assert code.shape == (3, info["latent_dim"])
+
+
 _FRESH = """
 import json, sys, numpy as np, mlflow
 out = {}

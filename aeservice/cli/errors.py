@@ -1,4 +1,4 @@
-"""How a command fails: bad input is one line and exit code 1, Ctrl-C exit code 130."""
+"""How a command fails: bad input is one line and exit code 1, Ctrl-C exit code 130, SIGTERM 143."""
 from __future__ import annotations
 
 import functools
@@ -7,6 +7,7 @@ from typing import Callable
 
 import click
 
+from aeservice import signals
 from aeservice.backend import import_tensorflow_quietly
 from aeservice.errors import UserError
 
@@ -28,8 +29,8 @@ def user_errors(func: Callable) -> Callable:
             if mlflow_errors and isinstance(exc, mlflow_errors.MlflowException):
                 raise click.ClickException(f"MLflow: {exc.message.splitlines()[0]}") from None
             raise
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM as signals.Terminated
+            click.echo(signals.stop_message(exc), err=True)
+            sys.exit(signals.exit_code(exc))
 
-    return wrapper
+    return signals.sigterm_raises(wrapper)

@@ -65,8 +65,11 @@ def _kinds() -> str:
 
 def help_words() -> dict[str, str]:
     """The {names} of the config's help texts: how auto chooses each size, and the kinds."""
+    from aeservice.models.dense import OVERCOMPLETE
+
     denoising = tuple(kind for kind, cls in MODELS.items() if cls.denoises_images)
-    return {**sizes.describe(denoising), "kinds": _kinds()}
+    bound = f"at most the feature count (sparse: {OVERCOMPLETE}x it; pca: also the training rows)"
+    return {**sizes.describe(denoising), "latent_dim": bound, "kinds": _kinds()}
 
 
 def _base(hint: Any) -> type:

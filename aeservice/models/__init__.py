@@ -21,7 +21,7 @@ from aeservice.models.pca import PCAModel
 from aeservice.models.vae import VariationalAutoencoder
 
 __all__ = ["Autoencoder", "DivergedError", "EpochCallback", "MODELS", "Searched", "build_model", "load_model",
-           "model_class", "resolve_latent_dim"]
+           "check_sizes", "model_class", "resolve_latent_dim"]
 
 MODELS: dict[str, type[Autoencoder]] = {
     "pca": PCAModel,
@@ -36,6 +36,11 @@ def model_class(kind: str) -> type[Autoencoder]:
     if kind not in MODELS:
         raise UserError(f"unknown model kind {kind!r}; choose one of {', '.join(MODELS)}")
     return MODELS[kind]
+
+
+def check_sizes(config: ModelConfig, n_features: int, n_train: int, where: str = "these rows") -> None:
+    """The kind's own check of the sizes these rows can take (`Autoencoder.check_sizes`)."""
+    model_class(config.model).check_sizes(config, n_features, n_train, where)
 
 
 def build_model(config: ModelConfig, data_kind: str) -> Autoencoder:

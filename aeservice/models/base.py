@@ -79,9 +79,33 @@ class Autoencoder(ABC):
     fit_note: ClassVar[str] = ""  # how this kind fits, for `train`'s announce line; empty: nothing to say
 
     @classmethod
+    def check_sizes(cls, config: ModelConfig, n_features: int, n_train: int, where: str = "these rows") -> None:
+        """Refuse, in one line, sizes these training rows cannot take: before any run starts or net is built.
+
+        The code may be at most `max_latent_dim` (PCA: the feature and training row counts; the
+        nets: the feature count, a sparse code a few times it); an explicit batch may be at most
+        the training rows, for the kinds that train in batches. Settings that need no data
+        (positive whole widths, epochs, rates) are `TrainConfig.validate`'s. `training.prepare`
+        calls both, so `train`, `tune`, its trials and the main job check alike; `fit` checks
+        again for callers that fit rows directly. `where` names the data ("data set digits").
+        """
+        latent = resolve_latent_dim(config, n_features)
+        bound = cls.max_latent_dim(n_features, n_train)
+        if bound is not None and latent > bound:
+            raise UserError(f"{cls.kind} latent_dim must be at most {_bound_text(bound, n_features, n_train)} "
+                            f"for {where}, got {latent}")
+        if cls.trains_in_epochs and config.batch_size is not None and config.batch_size > n_train:
+            raise UserError(f"batch_size must be at most the training row count ({n_train}) for {where}, "
+                            f"got {config.batch_size}")
+
+    @classmethod
     def max_latent_dim(cls, n_features: int, n_rows: int) -> int | None:
         """The largest code this kind can learn from n_rows training rows of n_features; None: no bound."""
         return None
+
+    # (height, width) when each row is an image, as the data set said (`Dataset.image_shape`); a
+    # client reshapes rows with it. Set by training, saved with the model; None: not known or not images.
+    image_shape_: tuple[int, int] | None = None
 
     def __init__(self, config: ModelConfig, data_kind: str = "continuous"):
         self.config = config
@@ -91,11 +115,8 @@ class Autoencoder(ABC):
     def fit(self, x_train: np.ndarray, x_val: np.ndarray, callbacks: Sequence[EpochCallback] = (),
             verbose: int = 0) -> "Autoencoder":
         self.n_features_ = int(x_train.shape[1])
+        self.check_sizes(self.config, self.n_features_, len(x_train))
         self.latent_dim_ = resolve_latent_dim(self.config, self.n_features_)
-        bound = self.max_latent_dim(self.n_features_, len(x_train))
-        if bound is not None and self.latent_dim_ > bound:
-            raise UserError(f"{self.kind} latent_dim must be at most {bound} (features and training rows), "
-                            f"got {self.latent_dim_}")
         self.scaler_: Scaler = scaler_for(self.data_kind).fit(x_train)
         train = self.scaler_.transform(x_train)
         self.sizes_: Sizes = fit_sizes(self.config, train, self.data_kind, self.latent_dim_, self.denoises_images)
@@ -130,6 +151,13 @@ class Autoencoder(ABC):
         """Settings of this kind that the fit resolved besides the sizes, logged as *_used params."""
         return {}
 
+    def info(self) -> dict:
+        """What a client needs to know before calling the model: its kind, the width of its data rows
+        and of its code (what `decode` takes), the data kind and, for images, their shape."""
+        shape = self.image_shape_
+        return {"kind": self.kind, "n_features": int(self.n_features_), "latent_dim": int(self.latent_dim_),
+                "data_kind": self.data_kind, "image_shape": [int(v) for v in shape] if shape else None}
+
     def evaluation_metrics(self, x: np.ndarray, seed: int = 0) -> dict[str, float]:
         """Kind-specific extra metrics on held-out rows (the VAE adds its ELBO)."""
         return {}
@@ -148,6 +176,8 @@ class Autoencoder(ABC):
             "sizes": dataclasses.asdict(self.sizes_),  # what auto resolved to, for the logged params
             "scaler": self.scaler_.name,
         }
+        if self.image_shape_:
+            meta["image_shape"] = [int(v) for v in self.image_shape_]
         if getattr(self, "kept_", None):
             meta["kept"] = self.kept_  # which fit the training kept (see KerasAutoencoder._fit)
         (path / "meta.json").write_text(json.dumps(meta, indent=2))
@@ -166,6 +196,8 @@ class Autoencoder(ABC):
         model.sizes_ = _sizes_from(meta, config)
         if "kept" in meta:
             model.kept_ = meta["kept"]
+        if meta.get("image_shape"):  # models saved before it was saved: not known
+            model.image_shape_ = tuple(meta["image_shape"])
         with np.load(path / "state.npz", allow_pickle=False) as state:
             arrays = {k: state[k] for k in state.files}
         model.scaler_ = scaler_from_state(meta["scaler"], arrays)
@@ -214,3 +246,13 @@ class Autoencoder(ABC):
         if x.ndim != 2 or x.shape[1] != width:
             raise UserError(f"{what} rows must have {width} column(s), got shape {tuple(x.shape)}")
         return x
+
+
+def _bound_text(bound: int, n_features: int, n_train: int) -> str:
+    if bound == n_features:
+        return f"the feature count ({n_features})"
+    if bound == n_train:
+        return f"the training row count ({n_train})"
+    if n_features and bound % n_features == 0:
+        return f"{bound} ({bound // n_features}x the feature count)"
+    return str(bound)

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DenseAutoencoder", "SparseAutoencoder"]
 
+OVERCOMPLETE = 4  # a sparse code may have up to this many units per feature
 _CODE_MARGIN = 3.0  # in whitened code units: rows 3 standard deviations beyond the training rows still pass
 _START_ROWS = 20_000  # training rows a ReLU code's starting bias is set from: enough to see the tails
 _START_LIFT = 0.1  # the lowest of them starts this many of the unit's standard deviations above zero
@@ -93,6 +94,12 @@ class SparseAutoencoder(DenseAutoencoder):
         Searched("sparsity_target", 0.01, 0.2, log=True, below_one=True))
     loss_terms = ("recon", "sparsity")
     comparison_params = KerasAutoencoder.comparison_params + ("l1", "sparsity_weight")
+
+    @classmethod
+    def max_latent_dim(cls, n_features: int, n_rows: int) -> int | None:
+        """A sparse code may be overcomplete, wider than the rows with most units off: up to
+        OVERCOMPLETE times the feature count."""
+        return OVERCOMPLETE * n_features
 
     @property
     def code_activation(self) -> str | None:

@@ -78,6 +78,13 @@ class KerasAutoencoder(Autoencoder):
               Searched("weight_decay", 1e-7, 1e-3, log=True))
     comparison_params = ("hidden", "epochs", "learning_rate", "weight_decay")
 
+    @classmethod
+    def max_latent_dim(cls, n_features: int, n_rows: int) -> int | None:
+        """The feature count: a code as wide as the rows compresses nothing, the linear model has
+        no axes beyond it, and wider codes only cost memory (the mixture the AE samples from
+        holds latent x latent covariances: 75 GiB at a code of 100000)."""
+        return n_features
+
     def __init__(self, config: ModelConfig, data_kind: str = "continuous"):
         super().__init__(config, data_kind)
         self.nets_ = FrozenNets()  # the encoder and decoder, once built or loaded

@@ -1,6 +1,7 @@
-"""The five methods behind the `method` param, with input checks that name the problem.
+"""The methods behind the `method` param, with input checks that name the problem.
 
-Pure numpy in, numpy out; the MLflow pyfunc wraps this and turns UserError into HTTP 400.
+Pure numpy in, numpy out, but for `info`, which answers with what the model is (a JSON object);
+the MLflow pyfunc wraps this and turns UserError into HTTP 400.
 """
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import numpy as np
 from aeservice.errors import UserError
 from aeservice.models import Autoencoder
 
-__all__ = ["METHODS", "MAX_SAMPLES", "DEFAULT_SAMPLES", "as_matrix", "prepare_for_serving", "run_method", "warm_up"]
+__all__ = ["METHODS", "INFO", "MAX_SAMPLES", "DEFAULT_SAMPLES", "as_matrix", "model_info", "prepare_for_serving",
+           "run_method", "warm_up"]
 
 MAX_SAMPLES = 10_000  # upper bound on `n` for sample: keeps one response below ~10 MB of JSON
 DEFAULT_SAMPLES = 10
@@ -79,11 +81,23 @@ METHODS: dict[str, Callable[[Autoencoder, np.ndarray, dict], np.ndarray]] = {
 }
 
 
-def run_method(model: Autoencoder, model_input: Any, params: dict | None) -> np.ndarray:
+INFO = "info"  # what the model is (`model_info`): the one method that answers with an object, not rows
+
+
+def model_info(model: Autoencoder) -> dict[str, Any]:
+    """`Autoencoder.info` (kind, n_features, latent_dim, data_kind, image_shape) and how to call it:
+    the methods and the most rows `sample` gives."""
+    return {**model.info(), "methods": [*METHODS, INFO], "max_samples": MAX_SAMPLES}
+
+
+def run_method(model: Autoencoder, model_input: Any, params: dict | None) -> np.ndarray | dict[str, Any]:
+    """Rows in, rows out; `info` ignores its input (send a placeholder such as [[0]])."""
     params = dict(params or {})
     method = params.get("method") or "encode"
+    if method == INFO:
+        return model_info(model)
     if method not in METHODS:
-        raise UserError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        raise UserError(f"unknown method {method!r}; choose one of {', '.join([*METHODS, INFO])}")
     out = METHODS[method](model, as_matrix(model_input), params)
     if not np.isfinite(out).all():  # JSON has no NaN/inf: say why instead of sending invalid JSON
         raise UserError(f"{method} gave non-finite values: input values are too large for this model")

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 __all__ = ["RunStarted", "Setup", "Epoch", "Result", "ModelSaved", "Figures", "Finished", "Failed", "Message",
-           "Tracker"]
+           "Tracker", "REASON_TAG"]
 
 
 @dataclass(frozen=True)
@@ -80,9 +80,14 @@ class Finished:
 
 @dataclass(frozen=True)
 class Failed:
-    """The training side failed: end the run `status` (FAILED, or KILLED on Ctrl-C), or start none."""
+    """The training side failed: end the run `status` (FAILED, or KILLED on Ctrl-C or SIGTERM), or
+    start none. A `reason`, if given, is tagged on the run (`REASON_TAG`) before it ends."""
 
     status: str = field(default="FAILED")
+    reason: str = ""
+
+
+REASON_TAG = "aeservice.failure_reason"
 
 
 Message = Union[RunStarted, Setup, Epoch, Result, ModelSaved, Figures, Finished, Failed]

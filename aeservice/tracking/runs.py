@@ -29,8 +29,8 @@ from aeservice.models import Autoencoder, EpochCallback
 from aeservice.serving import PYFUNC_FILE
 from aeservice.serving.methods import DEFAULT_SAMPLES
 from aeservice.timing import phase
-from aeservice.tracking.messages import (Epoch, Failed, Figures, Finished, Message, ModelSaved, Result, RunStarted,
-                                         Setup)
+from aeservice.tracking.messages import (REASON_TAG, Epoch, Failed, Figures, Finished, Message, ModelSaved, Result,
+                                         RunStarted, Setup)
 from aeservice.tracking.steps import model_example, run_name, run_tags, train_tracked
 from aeservice.training import Prepared, TrainResult
 
@@ -227,6 +227,9 @@ class MlflowTracker:
                 self._active = False
                 with contextlib.suppress(Exception):  # the curve up to a failure; the failure is the news
                     self._epochs.flush()
+                if message.reason:
+                    with contextlib.suppress(Exception):
+                        mlflow.set_tag(REASON_TAG, message.reason[:5000])  # MLflow's limit on a tag value
                 mlflow.end_run(message.status)
         else:
             raise TypeError(f"not a tracking message: {message!r}")

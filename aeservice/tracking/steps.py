@@ -70,7 +70,9 @@ def run_started(prepared: Prepared, nested: bool = False, tags: dict | None = No
 def setup(prepared: Prepared) -> Setup:
     """Every setting, the data's facts, and the training rows (the run's dataset input)."""
     cfg, data, split = prepared.config, prepared.dataset, prepared.split
-    params = {**cfg.flatten(), "n_features": data.n_features, "n_train": len(split.train), "data_kind_used": data.kind}
+    shape = "x".join(map(str, data.image_shape)) if data.image_shape else "none"  # what a client reshapes rows to
+    params = {**cfg.flatten(), "n_features": data.n_features, "n_train": len(split.train), "data_kind_used": data.kind,
+              "image_shape": shape}
     return Setup(params, data.name, data.source or data.name, split.train)
 
 

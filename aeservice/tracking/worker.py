@@ -15,12 +15,18 @@ possible, `train_run` does it all in-process. The worker never imports Keras or 
 saved model loads from its numpy plans.
 
 The first message is `RunStarted` once the data has loaded here, or `Failed`: bad input leaves no run.
+
+Stopping: Ctrl-C or SIGTERM in the trainer sends `Failed("KILLED")`, and the worker ends the run
+KILLED; the same signal sent to the whole process group does that in the worker too. A trainer
+killed outright (SIGKILL, the OOM killer) cannot say anything: its end of the pipe closes, and the
+worker ends the run FAILED, tagged `aeservice.failure_reason`, and exits.
 """
 from __future__ import annotations
 
 import contextlib
 import os
 import pickle
+import signal
 import sys
 import traceback
 from dataclasses import dataclass
@@ -28,6 +34,7 @@ from typing import Any, Callable, Sequence
 
 from aeservice.config import TrainConfig
 from aeservice.errors import UserError
+from aeservice.signals import raise_terminated
 from aeservice.timing import phase, phases
 from aeservice.tracking.messages import Epoch, Failed, Finished, Message
 
@@ -61,7 +68,8 @@ class TrackingWorker:
 
         ctx = multiprocessing.get_context("fork")
         self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_serve, args=(child,), name="aeservice-tracking", daemon=True)
+        self._proc = ctx.Process(target=_serve, args=(child, self._conn, os.getpid()), name="aeservice-tracking",
+                                 daemon=True)
         self._proc.start()
         child.close()
         self._outbox: queue.SimpleQueue = queue.SimpleQueue()
@@ -208,8 +216,37 @@ class _Error:
     line: str  # what the user sees: one line
 
 
-def _serve(conn) -> None:
-    """The worker: import and connect while the parent trains, then apply what it is sent."""
+class _TrainerGone(Exception):
+    """The trainer ended without ending the run (SIGKILL, the OOM killer, a crash)."""
+
+
+TRAINER_GONE = ("the training process ended before the run did (killed by SIGKILL or the OOM killer, or "
+                "crashed); the tracking worker ended the run")
+PARENT_CHECK_SECONDS = 1.0  # how often a waiting worker looks whether its trainer is still there
+
+
+def _arrived(conn, trainer: int, timeout: float | None) -> bool:
+    """Wait up to `timeout` seconds (None: for ever) for a message; raise _TrainerGone once the
+    trainer is gone. The pipe says so itself (EOF, see `_serve`); the parent id is the second check."""
+    waited = 0.0
+    while timeout is None or waited < timeout:
+        step = PARENT_CHECK_SECONDS if timeout is None else min(PARENT_CHECK_SECONDS, timeout - waited)
+        if conn.poll(step):
+            return True
+        if os.getppid() != trainer:  # re-parented: the trainer died
+            raise _TrainerGone()
+        waited += step
+    return False
+
+
+def _serve(conn, trainer_end, trainer: int) -> None:
+    """The worker: import and connect while the parent trains, then apply what it is sent.
+
+    SIGTERM here (to the whole process group) ends the run KILLED, as Ctrl-C does. If the trainer
+    dies without a word (SIGKILL), the run ends FAILED tagged with the reason, and the worker exits.
+    """
+    trainer_end.close()  # the fork copied the trainer's end: closed, the pipe ends (EOF) when the trainer does
+    signal.signal(signal.SIGTERM, raise_terminated)
     code, tracker = 0, None
     try:
         with phase("imports"):  # MLflow; no Keras: MLflow's check of the logged model runs its saved plans
@@ -223,8 +260,9 @@ def _serve(conn) -> None:
             warm_up_model_logging()
         tracker = MlflowTracker()
         while True:
-            if tracker.pending and not conn.poll(EpochMetrics.FLUSH_SECONDS):
+            if not _arrived(conn, trainer, EpochMetrics.FLUSH_SECONDS if tracker.pending else None):
                 tracker.flush()  # the trainer is quiet (validating, evaluating): write now
+                continue
             message = _read(conn)
             tracker.send(message)
             if isinstance(message, Failed):  # the run (if any) ended FAILED or KILLED
@@ -238,11 +276,13 @@ def _serve(conn) -> None:
         conn.send(_Done(tracker.run_id, peak_mb, phases()))
     except BaseException as exc:  # noqa: BLE001  (reported to the parent as one line)
         interrupted = isinstance(exc, KeyboardInterrupt)
+        gone = isinstance(exc, (EOFError, _TrainerGone))  # EOFError: the pipe closed, the trainer is gone
         code = 0 if interrupted else 1
-        if tracker is not None:  # the curve so far, and the run ended FAILED, or KILLED on Ctrl-C
+        if tracker is not None:  # the curve so far, and the run ended FAILED, or KILLED on Ctrl-C or SIGTERM
+            reason = "" if interrupted else TRAINER_GONE if gone else _one_line(exc)
             with contextlib.suppress(BaseException):
-                tracker.send(Failed("KILLED" if interrupted else "FAILED"))
-        if not isinstance(exc, EOFError):  # EOFError: the parent is gone
+                tracker.send(Failed("KILLED" if interrupted else "FAILED", reason))
+        if not gone:
             try:
                 conn.send(_Aborted() if interrupted else _Error(_one_line(exc)))
             except OSError:
