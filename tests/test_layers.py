@@ -11,7 +11,7 @@ import aeservice
 
 PACKAGE = Path(aeservice.__file__).parent
 LAYERS = (  # lowest first
-    ("aeservice", "aeservice.errors", "aeservice.backend", "aeservice.timing", "aeservice.progress"),
+    ("aeservice", "aeservice.errors", "aeservice.backend", "aeservice.timing", "aeservice.progress", "aeservice.signals"),
     ("aeservice.config",),
     ("aeservice.data", "aeservice.sizes"),
     ("aeservice.models",),
