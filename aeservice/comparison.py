@@ -66,8 +66,9 @@ def _is_training_run(run: Run) -> bool:
             and tags.get(COMPARISON_TAG) != "true")
 
 
-def training_runs(experiment: str, dataset: str | None = None) -> list[Run]:
-    """The finished training runs of an experiment (nested tune trials included).
+def training_runs(experiment: str, dataset: str | None = None, run_ids: Sequence[str] | None = None) -> list[Run]:
+    """The finished training runs of an experiment (nested tune trials included), or only those of
+    `run_ids` (the `main` job's own models).
 
     A run that is the parent of other training runs is a summary (a `tune` study), not a model
     of its own, so it is left out even when it carries a `model` tag and the best trial's metrics.
@@ -78,7 +79,7 @@ def training_runs(experiment: str, dataset: str | None = None) -> list[Run]:
         raise UserError(f"experiment {experiment!r} not found in {mlflow.get_tracking_uri()}")
     runs = mlflow.search_runs(experiment_ids=[found.experiment_id], filter_string="attributes.status = 'FINISHED'",
                               output_format="list")
-    runs = [r for r in runs if _is_training_run(r)]
+    runs = [r for r in runs if _is_training_run(r) and (run_ids is None or r.info.run_id in run_ids)]
     parents = {r.data.tags.get("mlflow.parentRunId") for r in runs}
     runs = [r for r in runs if r.info.run_id not in parents]
     if not runs:
@@ -189,13 +190,15 @@ def _description(report_md: str, limit: int = 8000) -> str:
 
 
 def compare(experiment: str = "aeservice", dataset: str | None = None, all_runs: bool = False,
-            figures: bool = True, nested: bool = False, progress: Progress | None = None) -> ComparisonReport:
-    """Build the leaderboard of `experiment` and log it, with figures, to a new comparison run.
+            figures: bool = True, nested: bool = False, progress: Progress | None = None,
+            run_ids: Sequence[str] | None = None) -> ComparisonReport:
+    """Build the leaderboard of `experiment` (or of its runs `run_ids`) and log it, with figures, to a new
+    comparison run.
 
     Everything that can fail (no such experiment, no runs, data that will not load) happens
     before the comparison run starts. Under `mlflow run` the run MLflow made is the one used.
     """
-    runs = training_runs(experiment, dataset)
+    runs = training_runs(experiment, dataset, run_ids)
     import matplotlib.pyplot as plt
 
     progress = progress or (lambda message: None)

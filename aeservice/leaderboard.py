@@ -48,7 +48,10 @@ def _latent(params: Mapping[str, str]) -> int | None:
 
 
 def _used(params: Mapping[str, str], name: str) -> str | None:
-    """What the run trained with: `hidden_used` over `hidden` when the config said auto."""
+    """What the run trained with: `hidden_used` over `hidden` when the config said auto; for epochs,
+    the epochs it trained (`epochs_trained`, restarts included) over the cap."""
+    if name == "epochs" and "epochs_trained" in params:
+        return params["epochs_trained"]
     return params.get(f"{name}_used", params.get(name))
 
 

@@ -40,7 +40,7 @@ BEST_RUN_TAG = "aeservice.best_run_id"  # the training run a step's model comes 
 
 @dataclass
 class PipelineSettings:
-    n_trials: int = 8  # per tuned kind; trial 0 is the defaults. ~6 min for digits on 2 CPU cores
+    n_trials: int = 8  # per tuned kind; trial 0 trains the defaults as `train` does, so no kind ends worse
     force: bool = False  # True: ignore finished steps and run everything again
     storage: str | None = None  # Optuna storage; None: optuna.db beside the MLflow store
 
@@ -183,8 +183,9 @@ def run_pipeline(base: TrainConfig, settings: PipelineSettings,
             for line in lines:
                 echo(f"[{kind}] {line}")
             steps.append(StepResult(kind, run_id, model_run_id, done is not None, name, lines))
-        echo("[compare] leaderboard of the experiment")
+        echo("[compare] leaderboard of this job's models")
         # the parent's own experiment: under `mlflow run` that is --experiment-name's, not ours
         experiment = mlflow.MlflowClient().get_experiment(experiment_id).name
-        report = compare(experiment, dataset=base.data.dataset, nested=True)
+        report = compare(experiment, dataset=base.data.dataset, nested=True,
+                         run_ids=[step.model_run_id for step in steps])
     return PipelineResult(parent.info.run_id, steps, report.run_id, format_table(report.rows))

@@ -74,6 +74,7 @@ def used_params(model: Autoencoder) -> dict[str, Any]:
     if model.trains_in_epochs:  # else no net, epochs or batches (PCA)
         sizes = model.sizes_
         used.update(hidden_used=",".join(map(str, sizes.hidden)) or "none", epochs_used=sizes.epochs,
+                    epochs_trained=len(model.history_.get("loss", [])),  # every fit's, restarts included
                     batch_size_used=sizes.batch_size, activation_used=sizes.activation,
                     input_noise_used=sizes.input_noise, patience_used=sizes.patience,
                     restarts_used=len(getattr(model, "restart_scores_", ())) or sizes.restarts)  # fits made

@@ -24,6 +24,8 @@ def test_a_row_has_every_column_and_only_the_settings_that_shape_its_kind():
     pca = _row("pca", "digits", 0.1, 0.2, "r2")
     assert all(pca[name] is None for name in PARAMS) and kind_params("pca") == ()
     assert kind_params("gone") == PARAMS  # a kind no longer registered shows everything
+    assert make_row("ae", "x", {"epochs": "auto", "epochs_used": "500", "epochs_trained": "87"}, {}, "r5")["epochs"] \
+        == "87"  # what it trained, not the cap
     assert make_row("ae", "x", {"latent_dim": "3"}, {}, "r3")["latent_dim"] == 3
     assert make_row("ae", "x", {"latent_dim": "auto"}, {}, "r4")["latent_dim"] is None
 

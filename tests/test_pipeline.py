@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import subprocess
+from dataclasses import replace
 
 import mlflow
 from click.testing import CliRunner
@@ -10,6 +11,8 @@ from conftest import BIN, REPO, subprocess_env, training_runs
 from aeservice.cli import aeservice_command
 from aeservice.config import DataConfig, ModelConfig, TrainConfig
 from aeservice.pipeline import PipelineResult, PipelineSettings, StepResult, code_version, kinds, run_pipeline
+from aeservice.tracking import train_run
+from aeservice.training import prepare
 
 
 def _config(experiment: str) -> TrainConfig:
@@ -19,6 +22,8 @@ def _config(experiment: str) -> TrainConfig:
 
 def test_second_run_reuses_every_step_and_force_runs_anew(tracking_uri, tmp_path):
     settings = PipelineSettings(n_trials=1, storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    other_code_size = replace(_config("pipe"), model=ModelConfig(model="pca", latent_dim=1))
+    other_id, _ = train_run(prepare(other_code_size))  # in the experiment, but not one of the job's models
     first = run_pipeline(_config("pipe"), settings, echo=lambda line: None)
     assert [s.kind for s in first.steps] == list(kinds()) and not any(s.reused for s in first.steps)
     client = mlflow.MlflowClient()
@@ -27,6 +32,8 @@ def test_second_run_reuses_every_step_and_force_runs_anew(tracking_uri, tmp_path
         champion = client.get_model_version_by_alias(step.registered_as, "champion")
         assert champion.run_id == step.model_run_id
     assert first.comparison_run_id and "pca" in first.leaderboard
+    assert other_id not in first.leaderboard  # the leaderboard shows the job's own models only
+    assert all(step.model_run_id in first.leaderboard for step in first.steps)
     runs_after_first = len(training_runs("pipe"))
 
     second = run_pipeline(_config("pipe"), settings, echo=lambda line: None)
@@ -39,6 +46,7 @@ def test_second_run_reuses_every_step_and_force_runs_anew(tracking_uri, tmp_path
     changed = run_pipeline(_config("pipe"), PipelineSettings(n_trials=1, storage=settings.storage, force=True),
                            echo=lambda line: None)
     assert not any(s.reused for s in changed.steps)
+    assert not any(step.model_run_id in changed.leaderboard for step in first.steps)
     assert len(training_runs("pipe")) > runs_after_first
     for step in changed.steps:
         versions = client.search_model_versions(f"name = '{step.registered_as}'")
@@ -79,6 +87,7 @@ def test_main_passes_its_options_on_and_prints_the_result(monkeypatch):
         "  mlflow models serve -m models:/x-pca@champion --env-manager local -p 5000"]
     CliRunner().invoke(aeservice_command, [*args[:3], "--label-column", "none"])
     assert seen["config"].data.label_column is None  # what MLproject passes for no labels
+    assert seen["config"].model.epochs is None  # auto: trials follow train's epoch rule
 
 
 def test_mlflow_run_main_entry_point_logs_into_the_aeservice_experiment(tracking_uri, tmp_path):

@@ -14,6 +14,8 @@ import pytest
 from conftest import by_trial, child_runs, tiny_tune_config
 
 from aeservice.errors import UserError
+from aeservice.tracking import train_run
+from aeservice.training import prepare
 from aeservice.tuning import TuneSettings, tune
 from aeservice.tuning.runner import TuneResult
 
@@ -61,10 +63,26 @@ def test_trials_are_nested_runs_best_is_tagged_and_resume_adds_trials(stores):
     assert [t.number for t in study.trials] == [0, 1, 2]
     assert second.n_complete == 3 and second.parent_run_id != first.parent_run_id
     assert sorted(by_trial(child_runs(second.parent_run_id))) == [2]
+    names = {r.info.run_name for r in [*children.values(), *child_runs(second.parent_run_id)]}
+    assert names == {"ae-scurve-t00", "ae-scurve-t01", "ae-scurve-t02"}
     tagged = mlflow.search_runs(search_all_experiments=True, output_format="list",
                                 filter_string="tags.best_trial = 'true'")
     assert [r.info.run_id for r in tagged] == [second.best_run_id]  # one best across both calls
     assert second.best_value == pytest.approx(min(t.value for t in study.trials))
+
+
+def test_trial_0_trains_the_given_settings_as_train_does(stores):
+    """Not the settings clipped into the search space (weight decay 0 is below its log range):
+    the same fit `train` makes, so a study never ends worse than `train`."""
+    config = tiny_tune_config()
+    result = tune(config, TuneSettings(n_trials=1, storage=stores["optuna"], study_name="given", pruner="none",
+                                       fixed=FIXED), progress=False)
+    trial = optuna.load_study(study_name="given", storage=stores["optuna"]).trials[0]
+    assert trial.params["weight_decay"] == pytest.approx(1e-7)  # what the sampler sees
+    child = by_trial(child_runs(result.parent_run_id))[0]
+    assert child.data.params["weight_decay"] == "0.0"  # what was trained
+    _, trained = train_run(prepare(config))
+    assert child.data.metrics["val_mse"] == pytest.approx(trained.metrics["val_mse"], rel=1e-5)
 
 
 def test_ctrl_c_keeps_finished_trials_and_kills_the_parent(stores):

@@ -20,7 +20,9 @@ __all__ = ["pipeline"]
                    + ModelConfig.__dataclass_fields__["latent_dim"].metadata["auto"] + "]")
 @click.option("--n-trials", type=WholeNumber(), default=8, show_default=True,
               help="Optuna trials per tuned kind; the first tries the default settings.")
-@click.option("--epochs", type=WholeNumber(), default=60, show_default=True, help="Most epochs per trial.")
+@click.option("--epochs", type=OrAuto(integer=True), default=None,
+              help="Most epochs per trial. [default: auto = the epoch rule of `train`; early stopping ends most "
+                   "trials far sooner]")
 @click.option("--seed", type=WholeNumber(), default=0, show_default=True)
 @click.option("--force", type=click.BOOL, is_flag=False, flag_value=True, default=False, show_default=True,
               help="Run every step anew instead of reusing finished ones (bare flag or true/false).")
@@ -28,7 +30,8 @@ __all__ = ["pipeline"]
               help="Optuna storage. auto: optuna.db beside the MLflow SQLite store.")
 @click.option("--experiment", default="aeservice", show_default=True, help="MLflow experiment for every run.")
 @user_errors
-def pipeline(dataset: str, label_column: str | None, latent_dim: int | None, n_trials: int, epochs: int, seed: int,
+def pipeline(dataset: str, label_column: str | None, latent_dim: int | None, n_trials: int, epochs: int | None,
+             seed: int,
              force: bool, storage: str, experiment: str) -> None:
     """The whole job: PCA baseline, tuned ae / sparse / vae, registered, compared.
 

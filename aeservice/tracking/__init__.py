@@ -13,7 +13,7 @@ from typing import Any
 _WHERE = {
     **dict.fromkeys(["MODEL_ARTIFACT", "SIGNATURE", "log_model", "log_new_params", "EpochMetrics", "mlflow_run",
                      "train_run", "MlflowTracker"], "runs"),
-    "train_tracked": "steps",
+    **dict.fromkeys(["train_tracked", "run_name"], "steps"),
     "Tracker": "messages",
 }
 __all__ = list(_WHERE)

@@ -64,7 +64,9 @@ def train_tracked(prepared: Prepared, tracker: Tracker, callbacks: Sequence[Epoc
 
 
 def run_started(prepared: Prepared, nested: bool = False, tags: dict | None = None) -> RunStarted:
-    return RunStarted(prepared.config.experiment, run_name(prepared), run_tags(prepared, tags), nested)
+    """The run's start; MLflow's own `mlflow.runName` tag in `tags` names it (a trial: vae-digits-t07)."""
+    tags = run_tags(prepared, tags)
+    return RunStarted(prepared.config.experiment, tags.get("mlflow.runName") or run_name(prepared), tags, nested)
 
 
 def setup(prepared: Prepared) -> Setup:

@@ -15,21 +15,26 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Collection, Mapping, Sequence
 
 import mlflow
 import optuna
 
 from aeservice.errors import UserError
 from aeservice.models import MODELS, EpochCallback
-from aeservice.tracking import train_run
+from aeservice.tracking import run_name, train_run
 from aeservice.training import Prepared, TrainResult, epoch_cap, prepare
 from aeservice.tuning.space import Param, apply_params, suggest
 
 __all__ = ["ObjectiveSpec", "FINAL_OBJECTIVES", "objectives", "objective_spec", "pruning_callback",
-           "TrialObjective", "RUN_ID_ATTR"]
+           "TrialObjective", "RUN_ID_ATTR", "DEFAULTS_ATTR"]
 
 RUN_ID_ATTR = "mlflow_run_id"  # trial user attribute: the child run that trained it
+# Trial user attribute of the first trial of a new study: it trains the given settings as they are
+# (`train`'s own fit, epoch rule included), except where the user's --range excludes them. Its
+# Optuna params are those settings clipped into the searched ranges (a weight decay of 0 shows as
+# the range's low end), which is all the sampler needs.
+DEFAULTS_ATTR = "given_settings"
 
 Signal = Callable[[dict], "float | None"]  # epoch logs -> the number the pruner compares
 
@@ -133,15 +138,20 @@ class TrialObjective:
     """The function Optuna calls once per trial."""
 
     def __init__(self, prepared: Prepared, space: Mapping[str, Param], spec: ObjectiveSpec, study_name: str,
-                 prune: bool = True, callbacks: Sequence[EpochCallback] = ()):
+                 prune: bool = True, callbacks: Sequence[EpochCallback] = (), narrowed: Collection[str] = ()):
         self.prepared, self.space, self.spec = prepared, dict(space), spec
+        self.narrowed = frozenset(narrowed)  # searched names the user gave a range: the given settings obey it
         self.study_name, self.prune = study_name, prune and MODELS[prepared.config.model.model].trains_in_epochs
         self.callbacks = list(callbacks)  # more epoch listeners, e.g. the Ctrl-C check
 
     def __call__(self, trial: optuna.Trial) -> float:
-        config = apply_params(self.prepared.config, suggest(trial, self.space))
+        proposal = suggest(trial, self.space)  # asked even for the given settings: Optuna records them
+        if trial.user_attrs.get(DEFAULTS_ATTR):  # the given settings; only what a --range moved is clipped into it
+            proposal = {name: value for name, value in proposal.items() if name in self.narrowed}
+        config = apply_params(self.prepared.config, proposal)
         prepared = prepare(config, dataset=self.prepared.dataset)  # same data; validates the proposal
-        tags = {"optuna.trial": str(trial.number), "optuna.study": self.study_name}
+        tags = {"optuna.trial": str(trial.number), "optuna.study": self.study_name,
+                "mlflow.runName": f"{run_name(prepared)}-t{trial.number:02d}"}
         callback = pruning_callback(trial, self.spec.signal, epoch_cap(prepared), self.prune)
         try:
             run_id, result = train_run(prepared, callbacks=[callback, *self.callbacks], nested=True, tags=tags)

@@ -15,7 +15,7 @@ from aeservice.errors import UserError
 from aeservice.tracking import log_new_params, mlflow_run
 from aeservice.training import prepare, prepared_sizes
 from aeservice.tuning.interrupt import GracefulInterrupt
-from aeservice.tuning.objective import RUN_ID_ATTR, TrialObjective, objective_spec
+from aeservice.tuning.objective import DEFAULTS_ATTR, RUN_ID_ATTR, TrialObjective, objective_spec
 from aeservice.tuning.report import log_summary, mark_best, progress_printer
 from aeservice.tuning.space import OPTION_PARAMS, default_params, describe, parse_ranges, search_space
 from aeservice.tuning.study import auto_warmup, default_storage, make_pruner, make_sampler, open_storage, open_study, redact
@@ -129,8 +129,9 @@ def _tune(prepared, space, spec, settings: TuneSettings, storage_url: str, study
                        {"model": kind, "dataset": prepared.dataset.name, "objective": spec.name})
     shown = redact(storage_url)
     done = len(study.get_trials(deepcopy=False))
-    if not done:  # a new study starts from the given settings: tuning never ends worse than train
-        study.enqueue_trial(default_params(config, space, sizes.hidden), skip_if_exists=True)
+    if not done:  # a new study starts with the given settings as they are: tuning never ends worse than train
+        study.enqueue_trial(default_params(config, space, sizes.hidden), user_attrs={DEFAULTS_ATTR: True},
+                            skip_if_exists=True)
     if progress:
         print(f"study {study_name} in {shown}: " + (f"resuming, {done} trials so far" if done else "new"),
               file=sys.stderr, flush=True)
@@ -149,7 +150,7 @@ def _tune(prepared, space, spec, settings: TuneSettings, storage_url: str, study
         try:
             with GracefulInterrupt() as stop:
                 objective = TrialObjective(prepared, space, spec, study_name, prune=settings.pruner != "none",
-                                           callbacks=[stop.epoch_callback])
+                                           callbacks=[stop.epoch_callback], narrowed=settings.ranges)
                 study.optimize(objective, n_trials=settings.n_trials, timeout=settings.timeout,
                                catch=(UserError,), callbacks=[*callbacks, stop.trial_callback], gc_after_trial=True)
         except KeyboardInterrupt:
