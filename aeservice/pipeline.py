@@ -25,8 +25,8 @@ from aeservice.config import TrainConfig
 from aeservice.leaderboard import format_table
 from aeservice.models import MODELS
 from aeservice.registry import register_run
-from aeservice.tracking import mlflow_run, train_run
-from aeservice.training import prepare
+from aeservice.tracking import mlflow_run, train_run, ui_link
+from aeservice.training import epoch_cap, prepare
 from aeservice.tuning import TuneSettings, tune
 from aeservice.tuning.space import search_space
 
@@ -61,12 +61,13 @@ class PipelineResult:
     steps: list[StepResult]
     comparison_run_id: str | None
     leaderboard: str
+    link: str = ""  # the main run's page in the MLflow UI
 
     def lines(self) -> list[str]:
         """The leaderboard, the runs, how many steps were reused, and a serve command per model."""
         reused = sum(step.reused for step in self.steps)
         return [self.leaderboard, f"\nmain run {self.run_id}; comparison run {self.comparison_run_id}",
-                f"{reused} of {len(self.steps)} steps reused",
+                f"{reused} of {len(self.steps)} steps reused", *([f"ui: {self.link}"] if self.link else []),
                 "serve a model (then POST to http://127.0.0.1:5000/invocations):",
                 *(f"  mlflow models serve -m models:/{step.registered_as}@champion --env-manager local -p 5000"
                   for step in self.steps)]
@@ -163,7 +164,7 @@ def run_pipeline(base: TrainConfig, settings: PipelineSettings,
                 run_id, _ = train_run(prepare(config, prepared.dataset), nested=True, tags={STEP_TAG: kind})
                 model_run_id = run_id
             else:
-                echo(f"[{kind}] tuning: {settings.n_trials} trials of at most {config.model.epochs} epochs")
+                echo(f"[{kind}] tuning: {settings.n_trials} trials of at most {epoch_cap(prepared)} epochs each")
                 # forced: a study of its own (named after this main run), not the finished one resumed,
                 # whose old best trial would come back as the step's model
                 fresh = f"-{parent.info.run_id[:8]}" if settings.force else ""
@@ -188,4 +189,4 @@ def run_pipeline(base: TrainConfig, settings: PipelineSettings,
         experiment = mlflow.MlflowClient().get_experiment(experiment_id).name
         report = compare(experiment, dataset=base.data.dataset, nested=True,
                          run_ids=[step.model_run_id for step in steps])
-    return PipelineResult(parent.info.run_id, steps, report.run_id, format_table(report.rows))
+    return PipelineResult(parent.info.run_id, steps, report.run_id, format_table(report.rows), ui_link(parent.info.run_id))

@@ -58,6 +58,10 @@ def test_train_command_in_a_real_process_logs_through_the_tracking_worker(tracki
     plots = {f.path for f in client.list_artifacts(run.info.run_id, "plots")}
     assert "plots/latent_space.png" in plots and len(plots) == 5
     assert run.inputs.dataset_inputs[0].dataset.name == "scurve"
+    assert params["epochs_trained"] == str(len(steps))
+    # the run's page, with MLflow 3's UI switched to model training
+    assert (f"ui: http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+            "?workflowType=machine_learning") in proc.stdout.splitlines()
     model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
     assert model.predict(np.zeros((3, 2)), params={"method": "encode"}).shape == (3, 2)
 

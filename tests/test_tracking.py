@@ -52,6 +52,19 @@ def test_run_has_params_tags_metrics_plots_and_input(runs, kind):
     plots = {a.path.split("/")[-1].removesuffix(".png") for a in client.list_artifacts(run_id, "plots")}
     assert plots == PLOTS
     assert [d.dataset.name for d in run.inputs.dataset_inputs] == ["digits"]
+    assert params.get("epochs_trained") == (None if kind == "pca" else str(len(history)))
+    # the MLflow UI opens the experiment on its training runs, not on the GenAI overview
+    experiment = mlflow.MlflowClient().get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_an_experiment_kind_already_set_is_kept(tracking_uri):
+    from aeservice.tracking import mlflow_run
+
+    experiment_id = mlflow.create_experiment("chat", tags={"mlflow.experimentKind": "genai_development"})
+    with mlflow_run("chat"):
+        pass
+    assert mlflow.get_experiment(experiment_id).tags["mlflow.experimentKind"] == "genai_development"
 
 
 @pytest.mark.parametrize("kind", tuple(MODELS))

@@ -59,14 +59,15 @@ def train(quiet: bool, **options: Any) -> None:
                    f"{d.kind}: {d.kind_reason}){net}", err=True)
         if not quiet:
             callbacks.append(progress_printer(sizes.epochs * sizes.max_restarts if epochs else 1))  # PCA: one step
-    peak, worker_time = "", ""
+    peak, worker_time, link = "", "", ""
     if worker.available():  # MLflow in a second process, on the other core
         run_id, _, result, tracker = worker.train_in_parallel(config, callbacks, announce)
         peak = f" + {tracker.peak_mb:.0f} MB tracking worker"
         worker_time = ", ".join(f"{k} {v:.2f} s" for k, v in tracker.phases.items())
+        link = tracker.link
     else:
         with phase("imports"):
-            from aeservice.tracking import train_run
+            from aeservice.tracking import train_run, ui_link
             from aeservice.training import import_libraries, prepare
 
             import_libraries(config)
@@ -74,9 +75,12 @@ def train(quiet: bool, **options: Any) -> None:
             prepared = prepare(config)
         announce(prepared)
         run_id, result = train_run(prepared, callbacks=callbacks)
+        link = ui_link(run_id)
     metrics = "  ".join(f"{k} {v:.5g}" for k, v in result.metrics.items())
     click.echo(f"run {run_id}: {metrics}")
     click.echo(f"model: runs:/{run_id}/model")
+    if link:  # for a local store, the page `mlflow ui` serves
+        click.echo(f"ui: {link}")
     if not quiet:
         click.echo(f"time: {summary(_PHASES)}", err=True)
         if worker_time:

@@ -12,7 +12,7 @@ from typing import Any
 
 _WHERE = {
     **dict.fromkeys(["MODEL_ARTIFACT", "SIGNATURE", "log_model", "log_new_params", "EpochMetrics", "mlflow_run",
-                     "train_run", "MlflowTracker"], "runs"),
+                     "train_run", "MlflowTracker", "ui_link"], "runs"),
     **dict.fromkeys(["train_tracked", "run_name"], "steps"),
     "Tracker": "messages",
 }

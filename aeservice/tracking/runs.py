@@ -36,7 +36,7 @@ from aeservice.training import Prepared, TrainResult
 
 __all__ = ["train_run", "MlflowTracker", "mlflow_run", "start_run", "EpochMetrics", "log_model", "log_new_params",
            "log_setup", "log_scores", "log_plots", "model_example", "warm_up_model_logging", "run_tags", "run_name",
-           "SIGNATURE", "MODEL_ARTIFACT"]
+           "SIGNATURE", "MODEL_ARTIFACT", "ui_link"]
 
 MODEL_ARTIFACT = "model"  # runs:/<id>/model
 
@@ -59,7 +59,34 @@ def start_run(experiment: str | None, nested: bool = False, tags: dict | None = 
     with phase("tracking"):
         if experiment and not nested and not os.environ.get("MLFLOW_RUN_ID"):
             mlflow.set_experiment(experiment)
-        return mlflow.start_run(nested=nested, tags=tags, run_name=run_name)
+        run = mlflow.start_run(nested=nested, tags=tags, run_name=run_name)
+        if not nested:
+            _mark_training_experiment(run.info.experiment_id)
+        return run
+
+
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"  # what the MLflow UI opens an experiment on
+LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves a local store
+
+
+def ui_link(run_id: str) -> str:
+    """The run's page in the MLflow UI: the tracking server's own, else `mlflow ui`'s.
+
+    MLflow 3's UI shows its GenAI pages unless the address asks for model training
+    (`workflowType=machine_learning`); the experiment tag alone does not switch it.
+    """
+    uri = mlflow.get_tracking_uri()
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else LOCAL_UI
+    experiment_id = mlflow.get_run(run_id).info.experiment_id
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
+
+
+def _mark_training_experiment(experiment_id: str) -> None:
+    """An experiment without a kind opens in MLflow 3's UI on its GenAI overview ("Traces 0");
+    marked as model development it opens on its training runs. A kind already set is kept."""
+    client = mlflow.MlflowClient()
+    if EXPERIMENT_KIND_TAG not in client.get_experiment(experiment_id).tags:
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, "custom_model_development")
 
 
 @contextmanager

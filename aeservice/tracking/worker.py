@@ -80,6 +80,7 @@ class TrackingWorker:
         self.run_id: str | None = None
         self.peak_mb = 0.0
         self.phases: dict[str, float] = {}  # the worker's own time per phase
+        self.link = ""  # the run's page in the MLflow UI, once the worker says
 
     def send(self, message: Message) -> None:
         if isinstance(message, Epoch):
@@ -92,7 +93,8 @@ class TrackingWorker:
                 while True:
                     reply = self._recv()
                     if isinstance(reply, _Done):
-                        self.run_id, self.peak_mb, self.phases = reply.run_id, reply.peak_mb, reply.phases
+                        self.run_id, self.peak_mb, self.phases, self.link = (reply.run_id, reply.peak_mb,
+                                                                             reply.phases, reply.link)
                         break
                     self._handle(reply)
             self._proc.join(timeout=60)
@@ -204,6 +206,7 @@ class _Done:
     run_id: str
     peak_mb: float
     phases: dict[str, float]
+    link: str  # the run's page in the MLflow UI ("" if it could not be read)
 
 
 @dataclass(frozen=True)
@@ -252,7 +255,7 @@ def _serve(conn, trainer_end, trainer: int) -> None:
         with phase("imports"):  # MLflow; no Keras: MLflow's check of the logged model runs its saved plans
             import mlflow
 
-            from aeservice.tracking.runs import EpochMetrics, MlflowTracker, warm_up_model_logging
+            from aeservice.tracking.runs import EpochMetrics, MlflowTracker, ui_link, warm_up_model_logging
 
         with phase("connect"):
             mlflow.tracking.MlflowClient()._tracking_client.store  # noqa: B018  (opens the store now)
@@ -273,7 +276,10 @@ def _serve(conn, trainer_end, trainer: int) -> None:
         import resource  # POSIX, as fork is
 
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        conn.send(_Done(tracker.run_id, peak_mb, phases()))
+        link = ""
+        with contextlib.suppress(Exception):  # only a convenience: the run is logged whatever this says
+            link = ui_link(tracker.run_id)
+        conn.send(_Done(tracker.run_id, peak_mb, phases(), link))
     except BaseException as exc:  # noqa: BLE001  (reported to the parent as one line)
         interrupted = isinstance(exc, KeyboardInterrupt)
         gone = isinstance(exc, (EOFError, _TrainerGone))  # EOFError: the pipe closed, the trainer is gone

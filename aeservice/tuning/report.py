@@ -14,9 +14,13 @@ import mlflow  # noqa: E402
 import optuna  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
-from aeservice.tuning.objective import RUN_ID_ATTR  # noqa: E402
+from aeservice.tuning.objective import DEFAULTS_ATTR, RUN_ID_ATTR  # noqa: E402
 
-__all__ = ["progress_printer", "counts", "log_summary", "mark_best"]
+__all__ = ["progress_printer", "counts", "log_summary", "mark_best", "GIVEN_TEXT"]
+
+# How a trial of the given settings is shown instead of its params (Optuna holds them clipped into
+# the searched ranges, which is not what it trained).
+GIVEN_TEXT = "the given settings, as train fits them"
 
 
 def _fmt(value) -> str:
@@ -39,7 +43,8 @@ def progress_printer(objective: str, stream: TextIO | None = None) -> Callable[[
             best = f"best {_fmt(study.best_value)} (trial {study.best_trial.number})"
         except ValueError:
             best = "best -"
-        params = " ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items())
+        params = (GIVEN_TEXT if trial.user_attrs.get(DEFAULTS_ATTR)
+                  else " ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items()))
         seconds = trial.duration.total_seconds() if trial.duration else 0.0
         print(f"trial {trial.number:>3} {state:<8} {what}  |  {best}  |  {params}  ({seconds:.1f}s)",
               file=out, flush=True)

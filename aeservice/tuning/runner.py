@@ -12,11 +12,11 @@ import optuna
 
 from aeservice.config import TrainConfig, is_auto
 from aeservice.errors import UserError
-from aeservice.tracking import log_new_params, mlflow_run
+from aeservice.tracking import log_new_params, mlflow_run, ui_link
 from aeservice.training import prepare, prepared_sizes
 from aeservice.tuning.interrupt import GracefulInterrupt
 from aeservice.tuning.objective import DEFAULTS_ATTR, RUN_ID_ATTR, TrialObjective, objective_spec
-from aeservice.tuning.report import log_summary, mark_best, progress_printer
+from aeservice.tuning.report import GIVEN_TEXT, log_summary, mark_best, progress_printer
 from aeservice.tuning.space import OPTION_PARAMS, default_params, describe, parse_ranges, search_space
 from aeservice.tuning.study import auto_warmup, default_storage, make_pruner, make_sampler, open_storage, open_study, redact
 from aeservice.tuning.study import storage_url as to_url
@@ -70,16 +70,21 @@ class TuneResult:
     n_failed: int
     objective: str = "val_mse"
     direction: str = "minimize"
+    best_given: bool = False  # the best trial trained the given settings (trial 0 of a new study)
+    link: str = ""  # the parent run's page in the MLflow UI
 
     def lines(self) -> list[str]:
         """What the study holds and where, then its best trial and model (when one completed)."""
         lines = [f"study {self.study_name} in {self.storage}: {self.n_complete} complete, {self.n_pruned} pruned, "
                  f"{self.n_failed} failed", f"parent run {self.parent_run_id}"]
         if self.best_trial_number is not None:
-            params = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.best_params.items())
+            params = GIVEN_TEXT if self.best_given else " ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.best_params.items())
             lines.append(f"best trial {self.best_trial_number}: {self.objective} {self.best_value:.5g}  {params}")
         if self.best_run_id:
             lines.append(f"best model: runs:/{self.best_run_id}/model")
+        if self.link:
+            lines.append(f"ui: {self.link}")
         return lines
 
 
@@ -172,4 +177,5 @@ def _tune(prepared, space, spec, settings: TuneSettings, storage_url: str, study
         best_params=dict(best.params) if best else {}, best_run_id=best_run_id,
         n_complete=summary["n_complete"], n_pruned=summary["n_pruned"], n_failed=summary["n_failed"],
         objective=spec.name, direction=spec.direction,
+        best_given=bool(best and best.user_attrs.get(DEFAULTS_ATTR)), link=ui_link(parent.info.run_id),
     )
