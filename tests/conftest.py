@@ -146,13 +146,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def served(model_uri: str, env: dict[str, str], log: Path, timeout: float = 300) -> Iterator[str]:
+def served(model_uri: str, env: dict[str, str], log: Path, timeout: float = 300,
+           env_manager: str = "local") -> Iterator[str]:
     """A real `mlflow models serve` on 127.0.0.1 until the block ends; yields its base URL."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            [str(BIN / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
+            [str(BIN / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", env_manager,
              "-h", "127.0.0.1", "-p", str(port)],
             env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:

@@ -58,6 +58,30 @@ def test_run_has_params_tags_metrics_plots_and_input(runs, kind):
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
 
 
+def _required(run_id: str) -> set[str]:
+    path = mlflow.artifacts.download_artifacts(f"runs:/{run_id}/model/requirements.txt")
+    return {line.split("==")[0] for line in open(path).read().split() if line and not line.startswith("#")}
+
+
+@pytest.mark.parametrize("kind", tuple(MODELS))
+def test_a_model_that_runs_on_its_numpy_plans_requires_no_keras_to_serve(runs, kind):
+    assert _required(runs[kind][0]) == {"mlflow", "numpy", "pandas", "scikit-learn", "threadpoolctl"}
+
+
+def test_a_model_without_plans_requires_keras_and_its_backend(runs):
+    from aeservice.tracking import log_model, mlflow_run
+
+    _, result, prepared = runs["ae"]
+    result.model.nets_.unfreeze()  # as a net no numpy plan reproduces would leave it
+    try:
+        with mlflow_run("no-plans") as run:
+            log_model(result.model, prepared.split.test[:3])
+    finally:
+        result.model.freeze()
+    backend = {"jax": {"jax", "jaxlib"}}.get(os.environ["KERAS_BACKEND"], {os.environ["KERAS_BACKEND"]})
+    assert _required(run.info.run_id) >= {"mlflow", "numpy", "keras", *backend}
+
+
 def test_an_experiment_kind_already_set_is_kept(tracking_uri):
     from aeservice.tracking import mlflow_run
 

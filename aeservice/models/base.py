@@ -147,6 +147,10 @@ class Autoencoder(ABC):
         """Prepare for inference only (serving); kinds with a faster inference path take it here."""
         return {}
 
+    def serves_on_numpy(self) -> bool:
+        """Whether a loaded copy answers every method without Keras (what serving it must install)."""
+        return True
+
     def used_settings(self) -> dict[str, Any]:
         """Settings of this kind that the fit resolved besides the sizes, logged as *_used params."""
         return {}

@@ -289,6 +289,10 @@ class KerasAutoencoder(Autoencoder):
         """
         return {f"{name}_": planned for name, planned in self.nets_.freeze().items()}
 
+    def serves_on_numpy(self) -> bool:
+        """Only when both nets have a checked numpy plan; else a Keras call runs them."""
+        return all(self.nets_.planned().values())
+
     def _save_files(self, path: Path) -> None:
         self.nets_.save(path)
 

@@ -25,7 +25,7 @@ from mlflow.models import ModelSignature
 from mlflow.types.schema import ParamSchema, ParamSpec
 
 import aeservice
-from aeservice.models import Autoencoder, EpochCallback
+from aeservice.models import Autoencoder, EpochCallback, load_model
 from aeservice.serving import PYFUNC_FILE
 from aeservice.serving.methods import DEFAULT_SAMPLES
 from aeservice.timing import phase
@@ -155,6 +155,7 @@ def log_model(model: Autoencoder | Path, example: np.ndarray) -> str:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             saved = model.save(Path(tmp) / "autoencoder") if isinstance(model, Autoencoder) else Path(model)
+            numpy_only = (model if isinstance(model, Autoencoder) else load_model(saved)).serves_on_numpy()
             info = mlflow.pyfunc.log_model(
                 name=MODEL_ARTIFACT,
                 python_model=str(PYFUNC_FILE),
@@ -162,7 +163,7 @@ def log_model(model: Autoencoder | Path, example: np.ndarray) -> str:
                 code_paths=[str(Path(aeservice.__file__).parent)],
                 signature=SIGNATURE,
                 input_example=example.astype(np.float64),
-                pip_requirements=_requirements(),
+                pip_requirements=_requirements(keras=not numpy_only),
             )
     finally:
         serving_log.setLevel(level)
@@ -186,11 +187,21 @@ def warm_up_model_logging() -> None:
         import aeservice.serving.pyfunc_model  # noqa: F401
 
 
-def _requirements() -> list[str]:
+# What serving a logged model installs (`mlflow models serve` without --env-manager local): the
+# pyfunc and the numpy plans need only these; Keras and its backend only for a model whose nets
+# have no plan. scikit-learn and threadpoolctl come with MLflow anyway: pinned to the trained ones.
+SERVING_PACKAGES = ("mlflow", "numpy", "pandas", "scikit-learn", "threadpoolctl")
+BACKEND_PACKAGES = {"jax": ("jax", "jaxlib"), "tensorflow": ("tensorflow",), "torch": ("torch",)}
+
+
+def _requirements(keras: bool = True) -> list[str]:
     from importlib.metadata import PackageNotFoundError, version
 
+    from aeservice.backend import current
+
+    names = [*SERVING_PACKAGES, *(("keras", *BACKEND_PACKAGES.get(current(), ())) if keras else ())]
     reqs = []
-    for name in ("mlflow", "keras", "jax", "jaxlib", "tensorflow", "numpy", "scikit-learn", "pandas"):
+    for name in names:
         try:
             reqs.append(f"{name}=={version(name)}")
         except PackageNotFoundError:
