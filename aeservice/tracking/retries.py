@@ -6,13 +6,15 @@ The MLflow client already retries every REST call whose connection fails or whos
 four minutes in all, after which the call raises and the command ends with one `MLflow:` line.
 So a tracking server restarted within that bound costs a wait, not a trial. urllib3 logs each
 retry as a long warning naming its internal Retry object; `announce_retries()` turns those
-into one line that names the server and the bound.
+into one line that names the server and the bound, printed on stderr (urllib3 gives its logger
+a NullHandler, so without this nothing at all says why a command is waiting).
 """
 from __future__ import annotations
 
 import logging
 import os
 import re
+import sys
 
 __all__ = ["announce_retries", "RetryLine"]
 
@@ -33,10 +35,10 @@ class RetryLine(logging.Filter):
         left, cause, path = int(match.group(1)), match.group(2), match.group(3)
         total = int(os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "7"))
         reason = "connection refused" if "refused" in cause.lower() else cause.split("(")[0] or "no answer"
-        record.msg = (f"tracking server {self.server} not answering ({reason}, {path}); retrying: "
-                      f"{max(total - left, 1)} of {total} tries (MLFLOW_HTTP_REQUEST_MAX_RETRIES), backoff "
-                      f"MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR")
+        record.msg = (f"tracking server {self.server} not answering ({reason} on {path.split('?')[0]}); "
+                      f"retry {max(total - left, 1)} of {total} (MLFLOW_HTTP_REQUEST_MAX_RETRIES)")
         record.args = ()
+        record.aeservice_retry = True
         return True
 
 
@@ -47,3 +49,7 @@ def announce_retries(tracking_uri: str) -> None:
     log = logging.getLogger("urllib3.connectionpool")
     if not any(isinstance(f, RetryLine) for f in log.filters):
         log.addFilter(RetryLine(tracking_uri))
+        handler = logging.StreamHandler(sys.stderr)
+        handler.addFilter(lambda record: getattr(record, "aeservice_retry", False))
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)

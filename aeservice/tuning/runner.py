@@ -88,6 +88,11 @@ class TuneResult:
         return lines
 
 
+def _lost(shown: str, exc: BaseException) -> UserError:
+    return UserError(f"storage {shown}: lost the study's database ({_first_line(exc)}); the finished trials are "
+                     "kept: run the same command again to resume the study")
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(getattr(exc, "orig", None) or exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -187,8 +192,7 @@ def _tune(prepared, space, spec, settings: TuneSettings, storage_url: str, study
                 raise
             storage_lost = True  # the database went away: what it committed stays, the same command resumes
             fail_unrecorded(parent.info.run_id, told)
-            raise UserError(f"storage {shown}: lost the study's database ({_first_line(exc)}); the finished "
-                            "trials are kept: run the same command again to resume the study") from None
+            raise _lost(shown, exc) from None
         finally:  # also on Ctrl-C: what finished is summarised before the run ends KILLED
             try:
                 summary = log_summary(study, spec.name)
@@ -197,6 +201,8 @@ def _tune(prepared, space, spec, settings: TuneSettings, storage_url: str, study
                 mark_best(study_name, best_run_id)
             except Exception as exc:
                 if not (interrupted or storage_lost):
+                    if is_storage_error(exc):  # lost after the last trial
+                        raise _lost(shown, exc) from None
                     raise
                 if interrupted:
                     print(f"interrupted; the summary was not logged: {_first_line(exc)}", file=sys.stderr)
