@@ -162,26 +162,29 @@ def test_a_killed_worker_is_retried_and_its_runs_end(server, cluster, tmp_path):
 
     storage, study, experiment = cluster.createdb("optuna_kill"), "kill", "kill"
     workers = {seed: start(server, tmp_path / f"m{seed}", *tune_args(study, storage, seed, 2, experiment))
-               for seed in (1, 2, 3)}
-    victim = workers[1]
+               for seed in (1, 2, 3)}  # the seed tells the workers' parent runs apart
 
-    def victims_trial_run():
-        parents = [r for r in runs_of(experiment) if r.data.params.get("seed") == "1" and "optuna.trial" not in r.data.tags]
-        if not parents:
-            return None
-        children = [r for r in runs_of(experiment, filter_string=f"tags.mlflow.parentRunId = '{parents[0].info.run_id}'")
-                    if r.info.status == "RUNNING"]
-        return (parents[0], children[0]) if children else None
+    def a_running_trial():  # (parent run, trial run) of the first worker seen mid-trial
+        runs = runs_of(experiment)
+        parents = {r.info.run_id: r for r in runs if "optuna.trial" not in r.data.tags}
+        for run in runs:
+            parent = parents.get(run.data.tags.get("mlflow.parentRunId"))
+            if run.info.status == "RUNNING" and "optuna.trial" in run.data.tags and parent is not None:
+                if workers[int(parent.data.params["seed"])].poll() is None:
+                    return parent, run
+        return None
 
-    parent, child = wait_for(victims_trial_run, "trial run of the first worker", workers.values())
-    os.killpg(victim.pid, signal.SIGKILL)  # the whole worker, as a machine lost
+    parent, child = wait_for(a_running_trial, "trial run of a worker")
+    seed = int(parent.data.params["seed"])
+    os.killpg(workers[seed].pid, signal.SIGKILL)  # the whole worker, as a machine lost
     killed_at = time.monotonic()
-    victim.communicate()
-    results = {seed: finish(proc) for seed, proc in workers.items() if seed != 1}
+    workers.pop(seed).communicate()
+    results = {s: finish(proc) for s, proc in workers.items()}
     for code, out, err in results.values():
         assert code == 0, err[-3000:]
-    requested = 2 + 2
     killed_trial = int(child.data.tags["optuna.trial"])
+    victims_runs = runs_of(experiment, filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    requested = 2 + 2 + sum(r.data.tags.get("optuna.state") == "COMPLETE" for r in victims_runs)
 
     def settled():
         trials = load_study(study, storage).get_trials(deepcopy=False)
