@@ -18,9 +18,9 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
+
+from conftest import _wait_until_up
 
 __all__ = ["postgres_bin", "PostgresCluster", "TrackingServer", "free_port"]
 
@@ -124,21 +124,12 @@ class TrackingServer:
                  "--artifacts-destination", str(self.artifacts), "--host", "127.0.0.1", "--port", str(self.port),
                  "--workers", "1"],
                 env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=self.folder, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited with {self.proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.3)
-        raise RuntimeError(f"mlflow server did not answer within {timeout} s:\n{log.read_text()[-3000:]}")
+        _wait_until_up(self.url, self.proc, log, timeout, path="/health", what="mlflow server")
 
-    def stop(self) -> None:
+    def stop(self, graceful: bool = True) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)  # its own session: the CLI and its web server workers
+            # its own session: the CLI and its web server workers; graceful waits for open connections
+            os.killpg(self.proc.pid, signal.SIGTERM if graceful else signal.SIGKILL)
             try:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
@@ -147,5 +138,5 @@ class TrackingServer:
         self.proc = None
 
     def remove(self) -> None:
-        self.stop()
+        self.stop(graceful=False)  # throw-away: nothing to wait for
         shutil.rmtree(self.folder, ignore_errors=True)
