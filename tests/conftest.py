@@ -168,15 +168,17 @@ def served(model_uri: str, env: dict[str, str], log: Path, timeout: float = 300,
             proc.wait()
 
 
-def _wait_until_up(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
+def _wait_until_up(url: str, proc: subprocess.Popen, log: Path, timeout: float, path: str = "/ping",
+                   what: str = "mlflow models serve") -> None:
+    """Until `url + path` answers 200; fails the test if the server exits first or never answers."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            pytest.fail(f"mlflow models serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            pytest.fail(f"{what} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
         try:
-            with urllib.request.urlopen(f"{url}/ping", timeout=2) as response:
+            with urllib.request.urlopen(f"{url}{path}", timeout=2) as response:
                 if response.status == 200:
                     return
         except OSError:
             time.sleep(0.5)
-    pytest.fail(f"server did not answer /ping within {timeout} s:\n{log.read_text()[-3000:]}")
+    pytest.fail(f"{what} did not answer {path} within {timeout} s:\n{log.read_text()[-3000:]}")

@@ -13,12 +13,15 @@ import optuna
 from aeservice.config import TrainConfig, is_auto
 from aeservice.errors import UserError
 from aeservice.tracking import log_new_params, mlflow_run, ui_link
+from aeservice.tracking.retries import announce_retries
 from aeservice.training import prepare, prepared_sizes
 from aeservice.tuning.interrupt import GracefulInterrupt
+from aeservice.tuning.liveness import RunHeartbeat, end_stale_runs, fail_unrecorded, heartbeat_settings
 from aeservice.tuning.objective import DEFAULTS_ATTR, RUN_ID_ATTR, TrialObjective, objective_spec
 from aeservice.tuning.report import GIVEN_TEXT, log_summary, mark_best, progress_printer
 from aeservice.tuning.space import OPTION_PARAMS, default_params, describe, parse_ranges, search_space
-from aeservice.tuning.study import auto_warmup, default_storage, make_pruner, make_sampler, open_storage, open_study, redact
+from aeservice.tuning.study import (auto_warmup, default_storage, is_storage_error, make_pruner, make_sampler,
+                                    open_storage, open_study, redact)
 from aeservice.tuning.study import storage_url as to_url
 
 __all__ = ["TuneSettings", "TuneResult", "tune"]
@@ -37,7 +40,9 @@ class TuneSettings:
     ranges: dict[str, tuple[float, float]] = field(default_factory=dict)  # searched name -> (low, high)
     prune_startup_trials: int = 5  # complete trials before the median pruner judges anyone
     prune_warmup_epochs: int | None = None  # no pruning before this many epochs; None: study.auto_warmup
-    heartbeat_interval: int = 60  # seconds; a dead worker's trial is failed and retried after 2x this
+    heartbeat_interval: int = 60  # seconds; a dead worker's trial is failed and retried after the grace period
+    grace_period: int | None = None  # seconds of silence before that; None: 2x the interval
+    # (AESERVICE_HEARTBEAT_INTERVAL and AESERVICE_HEARTBEAT_GRACE, when set, override both: tuning.liveness)
     max_retry: int = 2  # retries of a trial whose worker died
 
     @classmethod
@@ -88,6 +93,16 @@ class TuneResult:
         return lines
 
 
+def _lost(shown: str, exc: BaseException) -> UserError:
+    return UserError(f"storage {shown}: lost the study's database ({_first_line(exc)}); the finished trials are "
+                     "kept: run the same command again to resume the study")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def tune(config: TrainConfig, settings: TuneSettings | None = None, progress: bool = True,
          nested: bool = False) -> TuneResult:
     """Run `settings.n_trials` trials of a (new or resumed) study; return the study's best so far.
@@ -124,7 +139,9 @@ def tune(config: TrainConfig, settings: TuneSettings | None = None, progress: bo
 def _tune(prepared, space, spec, settings: TuneSettings, storage_url: str, study_name: str,
           progress: bool, nested: bool = False) -> TuneResult:
     config, kind = prepared.config, prepared.config.model.model
-    storage = open_storage(storage_url, settings.heartbeat_interval, max_retry=settings.max_retry)
+    interval, grace = heartbeat_settings(settings.heartbeat_interval, settings.grace_period)
+    storage = open_storage(storage_url, interval, grace, max_retry=settings.max_retry)
+    announce_retries(mlflow.get_tracking_uri())
     sizes = prepared_sizes(prepared)  # epochs "auto": what each trial's model will resolve
     warmup = settings.prune_warmup_epochs
     if warmup is None:  # a few epochs for every trial to get going
@@ -146,21 +163,42 @@ def _tune(prepared, space, spec, settings: TuneSettings, storage_url: str, study
     fixed_params = {k: v for k, v in config.flatten().items()
                     if not any(p in searched for p in OPTION_PARAMS.get(k, ()))}
     callbacks = [progress_printer(spec.name)] if progress else []
-    with mlflow_run(config.experiment, nested=nested, tags=tags, run_name=f"tune-{study_name}") as parent:
+    experiment_id, told = None, set()  # told: trials whose result the storage took
+
+    def end_dead_workers_runs(study_, trial=None) -> None:  # tuning.liveness: runs of workers whose heartbeat stopped
+        if trial is not None:
+            told.add(trial.number)
+        try:
+            end_stale_runs(study, experiment_id, grace)
+        except Exception as exc:  # best effort: the next trial's end tries again
+            if is_storage_error(exc):
+                raise
+
+    with mlflow_run(config.experiment, nested=nested, tags=tags, run_name=f"tune-{study_name}") as parent, \
+            RunHeartbeat(parent.info.run_id, interval):
+        experiment_id = parent.info.experiment_id
         mlflow.set_tags(tags)  # under `mlflow run` the run already existed without them
+        end_dead_workers_runs(study)
         log_new_params({**fixed_params, "study_name": study_name, "storage": shown, "objective": spec.name,
                          "direction": spec.direction, "pruner": settings.pruner, "n_trials": settings.n_trials,
                          "timeout": settings.timeout, **{f"search.{k}": v for k, v in describe(space).items()}})
-        interrupted = False
+        interrupted = storage_lost = False
         try:
             with GracefulInterrupt() as stop:
                 objective = TrialObjective(prepared, space, spec, study_name, prune=settings.pruner != "none",
                                            callbacks=[stop.epoch_callback], narrowed=settings.ranges)
                 study.optimize(objective, n_trials=settings.n_trials, timeout=settings.timeout,
-                               catch=(UserError,), callbacks=[*callbacks, stop.trial_callback], gc_after_trial=True)
+                               catch=(UserError,), callbacks=[*callbacks, end_dead_workers_runs, stop.trial_callback],
+                               gc_after_trial=True)
         except KeyboardInterrupt:
             interrupted = True
             raise
+        except Exception as exc:
+            if not is_storage_error(exc):
+                raise
+            storage_lost = True  # the database went away: what it committed stays, the same command resumes
+            fail_unrecorded(parent.info.run_id, told)
+            raise _lost(shown, exc) from None
         finally:  # also on Ctrl-C: what finished is summarised before the run ends KILLED
             try:
                 summary = log_summary(study, spec.name)
@@ -168,9 +206,14 @@ def _tune(prepared, space, spec, settings: TuneSettings, storage_url: str, study
                 best_run_id = best.user_attrs.get(RUN_ID_ATTR) if best is not None else None
                 mark_best(study_name, best_run_id)
             except Exception as exc:
-                if not interrupted:
+                if not (interrupted or storage_lost):
+                    if is_storage_error(exc):  # lost after the last trial
+                        raise _lost(shown, exc) from None
                     raise
-                print(f"interrupted; the summary was not logged: {str(exc).splitlines()[0]}", file=sys.stderr)
+                if interrupted:
+                    print(f"interrupted; the summary was not logged: {_first_line(exc)}", file=sys.stderr)
+            if not (interrupted or storage_lost):
+                end_dead_workers_runs(study)
     return TuneResult(
         parent_run_id=parent.info.run_id, study_name=study_name, storage=shown,
         best_trial_number=best.number if best else None, best_value=best.value if best else None,

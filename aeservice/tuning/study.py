@@ -19,7 +19,8 @@ from optuna.samplers import TPESampler
 
 from aeservice.errors import UserError
 
-__all__ = ["default_storage", "storage_url", "open_storage", "make_sampler", "make_pruner", "auto_warmup", "PRUNERS",
+__all__ = ["default_storage", "storage_url", "open_storage", "is_storage_error", "make_sampler", "make_pruner",
+           "auto_warmup", "PRUNERS",
            "open_study",
            "redact", "STUDY_ATTRS"]
 
@@ -63,6 +64,25 @@ def redact(url: str) -> str:
     return url
 
 
+class _Storage(optuna.storages.RDBStorage):
+    """An RDBStorage whose heartbeat thread does not die with a traceback when the database goes
+    away: the trial's own next write fails too, and `tune` ends with one line naming the storage."""
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        try:
+            super().record_heartbeat(trial_id)
+        except Exception as exc:  # noqa: BLE001
+            if not is_storage_error(exc):
+                raise
+
+
+def is_storage_error(exc: BaseException) -> bool:
+    """The study's database failed (lost connection, server down): Optuna's wrapper or SQLAlchemy's own."""
+    import sqlalchemy.exc
+
+    return isinstance(exc, (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError))
+
+
 def open_storage(url: str, heartbeat_interval: int = 60, grace_period: int | None = None,
                  max_retry: int = 2) -> optuna.storages.BaseStorage:
     """An RDB storage with heartbeat and retry of trials whose worker died."""
@@ -76,7 +96,7 @@ def open_storage(url: str, heartbeat_interval: int = 60, grace_period: int | Non
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             try:
-                return optuna.storages.RDBStorage(
+                return _Storage(
                     url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
                     grace_period=grace_period or 2 * heartbeat_interval,
                     heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=retry),
