@@ -10,7 +10,7 @@ from typing import Callable
 import numpy as np
 
 from aeservice.config import DataConfig
-from aeservice.data import synthetic
+from aeservice.data import rows, synthetic
 from aeservice.errors import UserError
 
 __all__ = ["Dataset", "Split", "BUILTIN", "detect_kind", "load_dataset", "split_dataset", "describe_builtins"]
@@ -19,7 +19,7 @@ __all__ = ["Dataset", "Split", "BUILTIN", "detect_kind", "load_dataset", "split_
 @dataclass
 class Dataset:
     name: str
-    x: np.ndarray  # (rows, features), float64, finite
+    x: np.ndarray  # (rows, features), finite: float64, or a large .npy file memory-mapped (aeservice.data.rows)
     labels: np.ndarray | None  # what plots colour by; None when the data has none
     kind: str  # "continuous" or "image"
     image_shape: tuple[int, int] | None = None  # for image grids
@@ -34,7 +34,7 @@ class Dataset:
 
 @dataclass
 class Split:
-    train: np.ndarray
+    train: np.ndarray  # or, for a memory-mapped file, a rows.RowSubset read in chunks
     val: np.ndarray
     test: np.ndarray
     train_labels: np.ndarray | None
@@ -175,7 +175,8 @@ def _from_array(path: Path, x: np.ndarray, labels: np.ndarray | None) -> Dataset
         x = x.reshape(len(x), -1)
     elif x.ndim > 3:
         raise UserError(f"{path} has shape {x.shape}; use rows x features, or rows x height x width")
-    x = x.astype(np.float64)
+    if not isinstance(x, np.memmap):  # a mapped file keeps its own dtype: read (as float32) a chunk at a time
+        x = x.astype(np.float64)
     if labels is not None and len(labels) != len(x):
         raise UserError(f"{path}: {len(labels)} labels for {len(x)} rows")
     return Dataset(path.stem, x, labels, "continuous", image_shape, str(path.resolve()), labels is not None)
@@ -183,7 +184,7 @@ def _from_array(path: Path, x: np.ndarray, labels: np.ndarray | None) -> Dataset
 
 def _load_npy(path: Path, cfg: DataConfig) -> Dataset:
     try:
-        x = np.load(path, allow_pickle=False)
+        x = rows.open_npy(path)  # memory-mapped: nothing is read yet
     except ValueError as exc:
         raise UserError(f"cannot read {path} as a numeric .npy array: {exc}") from None
     return _from_array(path, x, None)
@@ -215,8 +216,12 @@ def detect_kind(x: np.ndarray, image_shape: tuple[int, int] | None) -> tuple[str
     rows that were 2-D arrays or a square feature count of at least MIN_IMAGE_SIDE^2. Anything
     else is continuous, whatever its shape: a 3-D array of standard-normal floats is not images.
     """
-    low, high = float(x.min()), float(x.max())
-    whole = bool(np.all(np.mod(x, 1) == 0))
+    if rows.is_streamed(x):
+        summary = rows.summarize(x)
+        low, high, whole = summary.low, summary.high, summary.whole
+    else:
+        low, high = float(x.min()), float(x.max())
+        whole = bool(np.all(np.mod(x, 1) == 0))
     if low < 0 or not (high <= 1 or (whole and high <= 255)):
         span = f"{low:.3g} to {high:.3g}" + ("" if whole else ", not whole numbers")
         return "continuous", f"values {span}: not pixels in [0, 1] or 0-255"
@@ -231,6 +236,13 @@ def detect_kind(x: np.ndarray, image_shape: tuple[int, int] | None) -> tuple[str
 
 
 def _raise_if_missing(x: np.ndarray, where: str) -> None:
+    if rows.is_streamed(x):  # one chunked pass over the file
+        summary = rows.summarize(x)
+        if summary.bad:
+            row, col = summary.first_bad
+            raise UserError(f"{where} has {summary.bad} empty, NaN or infinite cell(s); first at row {row + 1},"
+                            f" column {col + 1}")
+        return
     bad = ~np.isfinite(x)
     if bad.any():
         row, col = np.argwhere(bad)[0]
@@ -257,6 +269,9 @@ def split_dataset(data: Dataset, cfg: DataConfig, seed: int) -> Split:
     order = np.random.default_rng(seed).permutation(n)
     test_idx, val_idx, train_idx = order[:n_test], order[n_test:n_test + n_val], order[n_test + n_val:]
     y = data.labels
+    if rows.is_streamed(data.x):  # training rows stay in the file; validation and test rows are copied
+        return Split(rows.RowSubset(data.x, np.sort(train_idx)), rows.gather(data.x, val_idx),
+                     rows.gather(data.x, test_idx), None, None, None)
     return Split(
         data.x[train_idx], data.x[val_idx], data.x[test_idx],
         None if y is None else y[train_idx], None if y is None else y[val_idx], None if y is None else y[test_idx],

@@ -67,20 +67,26 @@ def fuse_epochs(model: keras.Model, validation: tuple[Any, Any] | None = None) -
     def train_function(state, iterator):
         if not hasattr(iterator, "__next__"):
             return keras_function(state, iterator)
-        batches = []
+        # Batches are run as they arrive, in stacks of at most _MAX_STACK_BYTES: an epoch's rows
+        # are never all held at once (a million rows streamed from a file included).
+        logs, size, per_call, pending, rest = None, None, 1, [], []
         for _ in range(model.steps_per_execution):
             try:
-                batches.append(next(iterator))
+                data = next(iterator)
             except StopIteration:
                 break
-        size = _rows(batches[0])
-        full = [b for b in batches if _rows(b) == size]
-        logs = None
-        per_call = max(1, _MAX_STACK_BYTES // _nbytes(batches[0]))  # at most two scan lengths compile
-        for start in range(0, len(full), per_call):
-            part = full[start:start + per_call]
-            logs, state = epoch(state, jax.tree.map(lambda *parts: np.stack(parts), *part))
-        for data in batches[len(full):] if len(full) < len(batches) else ():
+            if size is None:
+                size, per_call = _rows(data), max(1, _MAX_STACK_BYTES // _nbytes(data))  # two scan lengths compile
+            if _rows(data) != size:
+                rest.append(data)
+                continue
+            pending.append(data)
+            if len(pending) == per_call:
+                logs, state = epoch(state, jax.tree.map(lambda *parts: np.stack(parts), *pending))
+                pending = []
+        if pending:
+            logs, state = epoch(state, jax.tree.map(lambda *parts: np.stack(parts), *pending))
+        for data in rest:
             logs, state = step(state, data)
         if validation is not None:  # the seed state moves on, as after Keras's evaluate
             val_logs, non_trainable = score(state, validation)

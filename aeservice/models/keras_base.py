@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from aeservice.config import ModelConfig
+from aeservice.data import rows
 from aeservice.data.preprocess import principal_axes
 from aeservice.errors import UserError
 from aeservice.models.base import LATENT_SEARCH, Autoencoder, EpochCallback, Searched
@@ -160,7 +161,7 @@ class KerasAutoencoder(Autoencoder):
         on validation, 1.13x on new rows; a sparse AE there: 0.999x, 0.92x, 1.03x); the training
         rows rule that out. `kept_` says which won.
         """
-        xt, xv = x_train.astype("float32"), x_val.astype("float32")
+        xt, xv = x_train.astype("float32"), x_val.astype("float32")  # a streamed RowSubset is float32 already
         linear = self._linear_nets(x_train)
         linear_errors = _row_errors(*linear, xv)
         xt_check = xt[:_CHECK_ROWS]
@@ -211,7 +212,6 @@ class KerasAutoencoder(Autoencoder):
         batch_size = min(self.sizes_.batch_size, len(xt))
         model.compile(optimizer=keras.optimizers.Adam(c.learning_rate), loss=losses, loss_weights=weights,
                       **compile_options(len(xt), batch_size))
-        targets = {name: (xt if name == "recon" else np.zeros((len(xt), 1), "float32")) for name in losses}
         val_targets = {name: (xv if name == "recon" else np.zeros((len(xv), 1), "float32")) for name in losses}
         # Validation needs no small batches: one batch is one compiled shape and one step per epoch.
         val_batch = min(len(xv), _MAX_VAL_BATCH)
@@ -227,9 +227,18 @@ class KerasAutoencoder(Autoencoder):
             keras_callbacks.append(keras.callbacks.EarlyStopping(
                 monitor=MONITOR, mode="min", patience=patience, restore_best_weights=True,
                 start_from_epoch=self._monitor_from_epoch()))
-        model.fit(xt, targets, validation_data=None if fused_validation else (xv, val_targets),
-                  epochs=self.sizes_.epochs, batch_size=batch_size, validation_batch_size=val_batch,
-                  shuffle=True, verbose=verbose, callbacks=keras_callbacks)
+        if rows.is_streamed(xt):  # a memory-mapped file: shuffled batches read from it (aeservice.data.rows)
+            def batch_targets(part):
+                return {name: (part if name == "recon" else np.zeros((len(part), 1), "float32")) for name in losses}
+
+            data = {"x": rows.batches(xt, batch_size, seed, batch_targets),
+                    "steps_per_epoch": rows.steps_per_epoch(len(xt), batch_size), "shuffle": False}  # shuffled there
+        else:
+            targets = {name: (xt if name == "recon" else np.zeros((len(xt), 1), "float32")) for name in losses}
+            data = {"x": xt, "y": targets, "batch_size": batch_size, "shuffle": True}
+        model.fit(**data, validation_data=None if fused_validation else (xv, val_targets),
+                  epochs=self.sizes_.epochs, validation_batch_size=val_batch,
+                  verbose=verbose, callbacks=keras_callbacks)
         return model, val_targets
 
     # How many posterior draws the validation score of a sampled (VAE) loss averages over.
@@ -238,8 +247,10 @@ class KerasAutoencoder(Autoencoder):
     def _validation_score(self, model, xv: np.ndarray, val_targets: dict) -> float:
         """The training loss on the validation rows, at full weight of every term."""
         draws = self.score_draws
-        tiled = {k: np.tile(v, (draws, 1)) for k, v in val_targets.items()}
-        x = np.tile(xv, (draws, 1))
+        if draws > 1 and len(xv) > _SCORE_ROWS:  # tiled draws of many rows: a bounded subset is enough
+            xv, val_targets = xv[:_SCORE_ROWS], {k: v[:_SCORE_ROWS] for k, v in val_targets.items()}
+        tiled = {k: np.tile(v, (draws, 1)) for k, v in val_targets.items()} if draws > 1 else val_targets
+        x = np.tile(xv, (draws, 1)) if draws > 1 else xv
         logs = model.evaluate(x, tiled, batch_size=min(len(x), _MAX_VAL_BATCH), verbose=0, return_dict=True)
         return float(logs["loss"]) if math.isfinite(float(logs["loss"])) else math.inf
 
@@ -330,3 +341,4 @@ def _restart_seed(seed: int, restart: int) -> int:
 
 _CHECK_ROWS = 20_000  # training rows the kept net is checked against the linear model on
 _MAX_VAL_BATCH = 4096  # rows per validation step: bounds its memory on large data sets
+_SCORE_ROWS = 20_000  # validation rows a sampled (VAE) score tiles its draws of, at most
