@@ -29,8 +29,8 @@ __all__ = ["IN_MEMORY_BYTES", "CHUNK_BYTES", "WINDOW_BYTES", "FIGURE_ROWS", "Row
            "batches", "steps_per_epoch"]
 
 IN_MEMORY_BYTES = 64 * 2**20  # a .npy file up to this size is read whole; larger ones stay memory-mapped
-CHUNK_BYTES = 8 * 2**20  # rows per read of a mapped file: a few milliseconds of disk, a bounded copy
-WINDOW_BYTES = 32 * 2**20  # training rows shuffled together: the batches of one window mix its chunks
+CHUNK_BYTES = 4 * 2**20  # rows per read of a mapped file: a few milliseconds of disk, a bounded copy
+WINDOW_BYTES = 8 * 2**20  # training rows shuffled together: the batches of one window mix its chunks
 FIGURE_ROWS = 2000  # rows each figure draws at most, sampled by the seed: enough for a scatter's shape
 
 
@@ -107,12 +107,15 @@ class RowSubset:
         if np.ndim(positions) == 0:
             return self._read(np.asarray([positions]))[0]
         order = np.argsort(positions, kind="stable")  # read in file order, hand back in the order asked
+        ordered = positions[order]
         out = np.empty((len(positions), self.shape[1]), np.float32)
-        step = _chunk_rows(self.shape[1])
-        for start in range(0, len(order), step):
-            part = order[start:start + step]
-            out[part] = self._read(positions[part])
-        release(self.source)
+        span = _chunk_rows(self.shape[1])  # file rows per read: the pages of one read, then released
+        start = 0
+        while start < len(ordered):
+            stop = int(np.searchsorted(ordered, ordered[start] + span, side="left"))
+            out[order[start:stop]] = self._read(ordered[start:stop])
+            release(self.source)
+            start = stop
         return out
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:

@@ -215,12 +215,14 @@ class KerasAutoencoder(Autoencoder):
         val_targets = {name: (xv if name == "recon" else np.zeros((len(xv), 1), "float32")) for name in losses}
         # Validation needs no small batches: one batch is one compiled shape and one step per epoch.
         val_batch = min(len(xv), _MAX_VAL_BATCH)
-        one_val_batch = len(xv) <= _MAX_VAL_BATCH
-        fused = fuse_epochs(model, (xv, val_targets) if one_val_batch else None)
-        fused_validation = fused and one_val_batch
+        val_parts = [(xv[i:i + val_batch], {k: v[i:i + val_batch] for k, v in val_targets.items()})
+                     for i in range(0, len(xv), val_batch)]
+        fused = fuse_epochs(model, val_parts[0] if len(val_parts) == 1 else val_parts)
+        fused_validation = fused
         offset = len(self.history_.get("loss", []))  # restarts continue the epoch count
         keras_callbacks = [*self._schedule_callbacks(), Relay(callbacks, self.history_, self.val_smoothing,
-                                                               self._monitor_from_epoch(), self.loss_terms, offset)]
+                                                               self._monitor_from_epoch(), self.loss_terms, offset,
+                                                               len(xt))]
         patience = self.sizes_.patience
         if patience > 0:  # after the relay, which adds the smoothed monitor to the logs
             keras_callbacks.append(ReduceLearningRate(self._monitor_from_epoch(), patience))
@@ -315,7 +317,11 @@ class KerasAutoencoder(Autoencoder):
 
 
 def _row_errors(encoder, decoder, x: np.ndarray) -> np.ndarray:
-    """Mean squared reconstruction error of each row through the nets (the VAE: posterior mean)."""
+    """Mean squared reconstruction error of each row through the nets (the VAE: posterior mean),
+    a bounded number of rows per call: each call holds every layer's output for its rows."""
+    if len(x) > _INFER_ROWS:
+        return np.concatenate([_row_errors(encoder, decoder, x[start:start + _INFER_ROWS])
+                               for start in range(0, len(x), _INFER_ROWS)])
     code = infer(encoder, x)
     return np.mean((x - infer(decoder, code[0] if isinstance(code, list) else code)) ** 2, axis=1)
 
@@ -341,4 +347,5 @@ def _restart_seed(seed: int, restart: int) -> int:
 
 _CHECK_ROWS = 20_000  # training rows the kept net is checked against the linear model on
 _MAX_VAL_BATCH = 4096  # rows per validation step: bounds its memory on large data sets
+_INFER_ROWS = 20_000  # rows per inference call of the nets while they train (the check rows: one call)
 _SCORE_ROWS = 20_000  # validation rows a sampled (VAE) score tiles its draws of, at most
