@@ -53,6 +53,7 @@ def test_the_steps_send_one_run_as_typed_messages_in_order():
     assert 0 < head < len(prepared.split.train) and setup.train_shape == prepared.split.train.shape
     np.testing.assert_array_equal(setup.train_rows, prepared.split.train[:head])
     assert isinstance(first, Epoch) and first.epoch == 0 and "val_loss" in first.logs
+    assert first.logs["rows_per_second"] > 0 and first.logs["eta_seconds"] >= 0  # the pace, logged as metrics
     assert isinstance(scores, Result) and scores.metrics == result.metrics and scores.used["epochs_used"] == 2
     assert isinstance(saved, ModelSaved) and saved.example.shape == (3, prepared.dataset.n_features)
     assert isinstance(figures, Figures) and figures.path.endswith("plots")

@@ -88,11 +88,12 @@ def load_dataset(cfg: DataConfig, seed: int = 0) -> Dataset:
     else:
         known = ", ".join(BUILTIN)
         raise UserError(f"unknown data set {name!r}: use one of {known}, or a path to .csv, .npy or .npz")
-    _check_values(data)
+    summary = rows.summarize(data.x) if rows.is_streamed(data.x) else None  # one pass over a mapped file
+    _check_values(data, summary)
     if cfg.data_kind != "auto":
         data.kind, data.kind_reason = cfg.data_kind, "as --data-kind says"
     elif data.kind_reason == "":  # a file: recognised by its values and shape
-        data.kind, data.kind_reason = detect_kind(data.x, data.image_shape)
+        data.kind, data.kind_reason = detect_kind(data.x, data.image_shape, summary)
     if data.kind == "image" and data.image_shape is None:
         side = int(round(np.sqrt(data.n_features)))
         data.image_shape = (side, side) if side * side == data.n_features else None
@@ -209,15 +210,16 @@ _FILE_LOADERS = {".csv": _load_csv, ".npy": _load_npy, ".npz": _load_npz}
 MIN_IMAGE_SIDE = 8  # the smallest images in use (8x8 digits); a 4x4 table of [0, 1] values is likelier features
 
 
-def detect_kind(x: np.ndarray, image_shape: tuple[int, int] | None) -> tuple[str, str]:
+def detect_kind(x: np.ndarray, image_shape: tuple[int, int] | None,
+                summary: rows.Summary | None = None) -> tuple[str, str]:
     """("image" or "continuous", why) for a file's rows, from their values and shape.
 
     Images are pixels: every value in [0, 1], or whole numbers in 0-255 (8-bit) or 0-16, with
     rows that were 2-D arrays or a square feature count of at least MIN_IMAGE_SIDE^2. Anything
     else is continuous, whatever its shape: a 3-D array of standard-normal floats is not images.
     """
-    if rows.is_streamed(x):
-        summary = rows.summarize(x)
+    if summary is not None or rows.is_streamed(x):  # a mapped file: from its one chunked pass
+        summary = summary or rows.summarize(x)
         low, high, whole = summary.low, summary.high, summary.whole
     else:
         low, high = float(x.min()), float(x.max())
@@ -235,9 +237,9 @@ def detect_kind(x: np.ndarray, image_shape: tuple[int, int] | None) -> tuple[str
     return "continuous", f"{values}, but {x.shape[1]} features are not a square image of {side} or more"
 
 
-def _raise_if_missing(x: np.ndarray, where: str) -> None:
-    if rows.is_streamed(x):  # one chunked pass over the file
-        summary = rows.summarize(x)
+def _raise_if_missing(x: np.ndarray, where: str, summary: rows.Summary | None = None) -> None:
+    if summary is not None or rows.is_streamed(x):  # a mapped file: from its one chunked pass
+        summary = summary or rows.summarize(x)
         if summary.bad:
             row, col = summary.first_bad
             raise UserError(f"{where} has {summary.bad} empty, NaN or infinite cell(s); first at row {row + 1},"
@@ -250,10 +252,10 @@ def _raise_if_missing(x: np.ndarray, where: str) -> None:
                         f" column {col + 1}")
 
 
-def _check_values(data: Dataset) -> None:
+def _check_values(data: Dataset, summary: rows.Summary | None = None) -> None:
     if data.x.shape[0] == 0 or data.x.shape[1] == 0:
         raise UserError(f"data set {data.name} has no rows or no features")
-    _raise_if_missing(data.x, f"data set {data.name}")
+    _raise_if_missing(data.x, f"data set {data.name}", summary)
 
 
 MIN_ROWS = 10
