@@ -18,7 +18,12 @@ process's own maximum resident set (getrusage): `train` prints its trainer's and
 worker's; the plain script's is read when it is reaped. The plots phase is `train`'s own timing.
 
     python scripts/bench_rows.py [--rows 10000,100000,1000000] [--epochs 4] [--folder /tmp]
+                                 [--models ae,sparse,vae,pca] [--plots-repeats 5]
     python scripts/bench_rows.py --big 3  # also: a 3 GB memory-mapped .npy, one epoch
+
+The plots phase of one run is noisy on shared cores, so the figures are also timed alone: one
+model's figures drawn against the smallest and the largest size's split in turn, in one process,
+--plots-repeats times alternating, the medians compared.
 
 The targets (docs/scale-rows.md): peak trainer memory at 10^6 rows <= 3x the data + the trainer's
 peak at 10^4 (the fixed part); time per epoch at 10^6 / plain Keras's <= 1.0; plots phase at
@@ -139,6 +144,32 @@ def plain_keras(path: str, batch: int, epochs: int) -> None:
     print("test_mse", float(model.evaluate(test, test, batch_size=4096, verbose=0)))
 
 
+def plots_in_process(paths: list[str], repeats: int) -> None:
+    """The figures alone: one AE (1 epoch on the first file's rows) drawn against each file's split
+    in turn, `repeats` times alternating; prints the median seconds per file."""
+    import tempfile as temp
+
+    from aeservice import training
+    from aeservice.config import DataConfig, ModelConfig, TrainConfig
+    from aeservice.figures.run import write_figures
+
+    prepared = []
+    for path in paths:
+        config = TrainConfig(data=DataConfig(dataset=path), model=ModelConfig(model="ae", epochs=1, restarts=1))
+        training.import_libraries(config)
+        prepared.append(training.prepare(config))
+    model = training.build_model(prepared[0].config.model, "continuous").fit(prepared[0].split.train,
+                                                                             prepared[0].split.val)
+    times: dict[str, list[float]] = {path: [] for path in paths}
+    for _ in range(repeats):
+        for path, p in zip(paths, prepared):
+            start = time.perf_counter()
+            write_figures(model, model.history_, p.dataset, p.split, 0, Path(temp.mkdtemp()))
+            times[path].append(time.perf_counter() - start)
+    for path in paths:
+        print(f"plots_seconds {path} {statistics.median(times[path]):.3f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", default="10000,100000,1000000")
@@ -147,11 +178,15 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the data files")
     ap.add_argument("--big", type=float, default=0, help="also train on a memory-mapped .npy of this many GB")
     ap.add_argument("--models", default="ae", help="kinds to time, e.g. ae,sparse,vae,pca")
+    ap.add_argument("--plots-repeats", type=int, default=5, help="in-process figure timings per size")
     ap.add_argument("--plain", help=argparse.SUPPRESS)
+    ap.add_argument("--plots", nargs="+", help=argparse.SUPPRESS)
     ap.add_argument("--batch", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.plain:
         return plain_keras(args.plain, args.batch, args.epochs)
+    if args.plots:
+        return plots_in_process(args.plots, args.plots_repeats)
 
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     sizes = [int(v) for v in args.rows.split(",")]
@@ -166,9 +201,14 @@ def main() -> None:
                 print(f"{model} {n}: {results[(model, n)]}", file=sys.stderr, flush=True)
             results[("plain", n)] = plain(path, args.epochs, work, env)
             print(f"plain {n}: {results[('plain', n)]}", file=sys.stderr, flush=True)
-            if not args.keep:
-                path.unlink()
-        report(results, sizes, args.models.split(","))
+        low, high = data_dir / f"rows_{min(sizes)}.npy", data_dir / f"rows_{max(sizes)}.npy"
+        _, out, _ = run([sys.executable, str(Path(__file__).resolve()), "--plots", str(low), str(high),
+                         "--plots-repeats", str(args.plots_repeats)], work, env)
+        plots = {int(Path(p).stem.split("_")[1]): float(v) for p, v in re.findall(r"^plots_seconds (\S+) (\S+)$", out, re.M)}
+        if not args.keep:
+            for n in sizes:
+                (data_dir / f"rows_{n}.npy").unlink()
+        report(results, sizes, args.models.split(","), plots)
         if args.big:
             n = int(args.big * 2**30 / (4 * FEATURES))
             need = n * 4 * FEATURES * 1.1
@@ -186,7 +226,7 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def report(results: dict, sizes: list[int], models: list[str]) -> None:
+def report(results: dict, sizes: list[int], models: list[str], plots: dict[int, float]) -> None:
     print("\n| run | rows | wall s | s / epoch | rows/s | peak trainer MB | peak tracking worker MB | plots s |")
     print("|---|---|---|---|---|---|---|---|")
     for n in sizes:
@@ -211,6 +251,9 @@ def report(results: dict, sizes: list[int], models: list[str]) -> None:
             print(f"{model}: time per epoch at {high:,} / plain Keras = {ratio:.2f} (target <= 1.0)")
         print(f"{model}: plots phase at {high:,} / at {low:,} = {b['plots'] / a['plots']:.2f} (target <= 1.3); "
               f"tracking worker {a['worker']:.0f} -> {b['worker']:.0f} MB")
+    if plots:
+        print(f"figures alone (one model, in-process, median of the repeats): {plots[low]:.2f} s at {low:,} rows, "
+              f"{plots[high]:.2f} s at {high:,}: ratio {plots[high] / plots[low]:.2f} (target <= 1.3)")
 
 
 if __name__ == "__main__":

@@ -156,11 +156,11 @@ def test_figures_draw_a_fixed_size_sample_of_rows():
     data = Dataset("big", x, np.arange(len(x), dtype=float), "continuous")
     split = split_dataset(data, DataConfig(), seed=0)
     sample = figure_rows(split, seed=0)
-    assert len(sample.train) == len(sample.test) == FIGURE_ROWS == 2000
+    assert len(sample.train) == len(sample.test) == FIGURE_ROWS == 1000
     assert len(sample.test_labels) == FIGURE_ROWS
     np.testing.assert_array_equal(figure_rows(split, seed=0).test, sample.test)  # the seed picks them
     assert set(map(tuple, sample.test)) <= set(map(tuple, split.test))
-    small = split_dataset(Dataset("small", x[:900], None, "continuous"), DataConfig(), seed=0)
+    small = split_dataset(Dataset("small", x[:600], None, "continuous"), DataConfig(), seed=0)
     assert figure_rows(small, seed=0).test is small.test  # small parts are drawn whole, as always
 
     model = build_model(ModelConfig(model="pca", latent_dim=2), "continuous").fit(split.train, split.val)

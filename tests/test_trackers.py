@@ -125,7 +125,8 @@ for r in mlflow.search_runs(experiment_names=[sys.argv[1]], output_format="list"
         "status": r.info.status, "name": r.info.run_name, "params": r.data.params,
         "tags": {k: v for k, v in r.data.tags.items() if k != "mlflow.log-model.history"},
         "steps": {k: [m.step for m in client.get_metric_history(rid, k)] for k in r.data.metrics},
-        "final": r.data.metrics, "artifacts": sorted(artifacts(rid)),
+        "final": {k: v for k, v in r.data.metrics.items() if not k.endswith(("rows_per_second", "eta_seconds"))},
+        "artifacts": sorted(artifacts(rid)),  # (the pace metrics are timings: their names and steps compare)
         "model": sorted(a.path for a in mlflow.artifacts.list_artifacts(artifact_uri=f"runs:/{rid}/model")),
         "logged_models": [[m.name, m.params, sorted((x.key, x.value) for x in m.metrics or [])]
                           for m in mlflow.search_logged_models(experiment_ids=[r.info.experiment_id],

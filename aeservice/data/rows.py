@@ -31,7 +31,7 @@ __all__ = ["IN_MEMORY_BYTES", "CHUNK_BYTES", "WINDOW_BYTES", "FIGURE_ROWS", "Row
 IN_MEMORY_BYTES = 64 * 2**20  # a .npy file up to this size is read whole; larger ones stay memory-mapped
 CHUNK_BYTES = 4 * 2**20  # rows per read of a mapped file: a few milliseconds of disk, a bounded copy
 WINDOW_BYTES = 8 * 2**20  # training rows shuffled together: the batches of one window mix its chunks
-FIGURE_ROWS = 2000  # rows each figure draws at most, sampled by the seed: enough for a scatter's shape
+FIGURE_ROWS = 1000  # rows each figure draws at most, sampled by the seed: enough for a scatter's shape
 
 
 def open_npy(path: Path) -> np.ndarray:
