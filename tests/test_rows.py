@@ -43,6 +43,13 @@ def test_a_large_npy_is_memory_mapped_and_split_without_a_copy_of_the_training_r
     assert not isinstance(load_dataset(DataConfig(dataset=str(tmp_path / "small.npy"))).x, np.memmap)
 
 
+def test_a_mapped_file_holds_at_most_so_many_validation_and_test_rows(tmp_path, mapped, monkeypatch):
+    monkeypatch.setattr(rows, "HELD_OUT_ROWS", 500)
+    _table(tmp_path / "t.npy")
+    split = split_dataset(load_dataset(DataConfig(dataset=str(tmp_path / "t.npy"))), DataConfig(), seed=0)
+    assert len(split.val) == len(split.test) == 500 and len(split.train) == 5000  # 900 each uncapped
+
+
 def test_a_bad_cell_in_a_mapped_file_is_named_in_one_line(tmp_path, mapped):
     x = _table(tmp_path / "t.npy")
     x[4321, 5] = np.nan

@@ -272,6 +272,9 @@ def split_dataset(data: Dataset, cfg: DataConfig, seed: int) -> Split:
     test_idx, val_idx, train_idx = order[:n_test], order[n_test:n_test + n_val], order[n_test + n_val:]
     y = data.labels
     if rows.is_streamed(data.x):  # training rows stay in the file; validation and test rows are copied
+        if n_val > rows.HELD_OUT_ROWS or n_test > rows.HELD_OUT_ROWS:  # at most so many: the rest trains
+            n_val, n_test = min(n_val, rows.HELD_OUT_ROWS), min(n_test, rows.HELD_OUT_ROWS)
+            test_idx, val_idx, train_idx = order[:n_test], order[n_test:n_test + n_val], order[n_test + n_val:]
         return Split(rows.RowSubset(data.x, np.sort(train_idx)), rows.gather(data.x, val_idx),
                      rows.gather(data.x, test_idx), None, None, None)
     return Split(

@@ -22,7 +22,9 @@ class Scaler:
         if isinstance(x, rows.RowSubset):  # scaled a chunk at a time as it is read: no scaled copy
             return x.scaled(self.offset_, self.scale_)
         if isinstance(x, np.ndarray) and x.dtype == np.float32:  # float32 rows stay float32: half the copy
-            return (x - self.offset_.astype(np.float32)) / self.scale_.astype(np.float32)
+            out = x - self.offset_.astype(np.float32)
+            out /= self.scale_.astype(np.float32)
+            return out
         return (x - self.offset_) / self.scale_
 
     def inverse_transform(self, z: np.ndarray) -> np.ndarray:

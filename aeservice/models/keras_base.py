@@ -253,6 +253,7 @@ class KerasAutoencoder(Autoencoder):
             xv, val_targets = xv[:_SCORE_ROWS], {k: v[:_SCORE_ROWS] for k, v in val_targets.items()}
         tiled = {k: np.tile(v, (draws, 1)) for k, v in val_targets.items()} if draws > 1 else val_targets
         x = np.tile(xv, (draws, 1)) if draws > 1 else xv
+        model.steps_per_execution = 1  # the fused epochs' count would make evaluate hold every batch at once
         logs = model.evaluate(x, tiled, batch_size=min(len(x), _MAX_VAL_BATCH), verbose=0, return_dict=True)
         return float(logs["loss"]) if math.isfinite(float(logs["loss"])) else math.inf
 
