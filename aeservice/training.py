@@ -12,6 +12,7 @@ import numpy as np
 from aeservice.config import TrainConfig
 from aeservice.data import Dataset, Split, load_dataset, split_dataset
 from aeservice.data.preprocess import scaler_for
+from aeservice.data.rows import chunks, column_moments
 from aeservice.errors import UserError
 from aeservice.models import (MODELS, Autoencoder, EpochCallback, build_model, check_sizes, model_class,
                               resolve_latent_dim)
@@ -59,8 +60,11 @@ def prepare(config: TrainConfig, dataset: Dataset | None = None) -> Prepared:
 def prepared_sizes(prepared: Prepared) -> Sizes:
     """Width, epoch cap and batch the model will resolve on these training rows (before it fits)."""
     config, train, kind = prepared.config.model, prepared.split.train, prepared.dataset.kind
+    denoises = model_class(config.model).denoises_images
+    if not (config.input_noise is None and denoises and kind == "image"):  # no rows needed: no scaled copy
+        return resolve_sizes(config, len(train), kind, 0.0, denoises)
     return fit_sizes(config, scaler_for(kind).fit(train).transform(train), kind,
-                     resolve_latent_dim(config, train.shape[1]), model_class(config.model).denoises_images)
+                     resolve_latent_dim(config, train.shape[1]), denoises)
 
 
 def epoch_cap(prepared: Prepared) -> int:
@@ -117,14 +121,32 @@ def fit_rows(config: TrainConfig, x: np.ndarray, data_kind: str = "continuous",
 
 def evaluate(model: Autoencoder, split: Split, seed: int = 0) -> dict[str, float]:
     """The metrics every kind reports under the same names, in the user's units."""
-    test_rec = model.reconstruct(split.test)
-    sse = float(np.sum((split.test - test_rec) ** 2))
-    sst = float(np.sum((split.test - split.test.mean(axis=0)) ** 2))
+    sse = _squared_error(model, split.test)
+    mean = column_moments(split.test)[0]
+    sst = sum(float(np.sum((part - mean) ** 2)) for part in chunks(split.test, EVAL_ROWS))
     metrics = {
-        "val_mse": float(np.mean((split.val - model.reconstruct(split.val)) ** 2)),
-        "test_mse": float(np.mean((split.test - test_rec) ** 2)),
+        "val_mse": _squared_error(model, split.val) / split.val.size,
+        "test_mse": sse / split.test.size,
         "explained_variance": 1.0 - sse / sst if sst > 0 else float("nan"),
     }
     for name, part in (("val", split.val), ("test", split.test)):  # val_ for tuning, test_ for reporting
-        metrics.update({f"{name}_{k}": v for k, v in model.evaluation_metrics(part, seed=seed).items()})
+        metrics.update({f"{name}_{k}": v for k, v in _kind_metrics(model, part, seed).items()})
     return metrics
+
+
+EVAL_ROWS = 65_536  # rows evaluated per batch: memory bounded by it, not by the held-out rows
+
+
+def _squared_error(model: Autoencoder, x: np.ndarray) -> float:
+    return sum(float(np.sum((part - model.reconstruct(part)) ** 2)) for part in chunks(x, EVAL_ROWS))
+
+
+def _kind_metrics(model: Autoencoder, x: np.ndarray, seed: int) -> dict[str, float]:
+    """The kind's extra metrics (means over rows), batch by batch and weighted by the batch's rows."""
+    if len(x) <= EVAL_ROWS:
+        return model.evaluation_metrics(x, seed=seed)
+    total: dict[str, float] = {}
+    for part in chunks(x, EVAL_ROWS):
+        for key, value in model.evaluation_metrics(part, seed=seed).items():
+            total[key] = total.get(key, 0.0) + value * len(part) / len(x)
+    return total

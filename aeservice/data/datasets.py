@@ -10,7 +10,7 @@ from typing import Callable
 import numpy as np
 
 from aeservice.config import DataConfig
-from aeservice.data import synthetic
+from aeservice.data import rows, synthetic
 from aeservice.errors import UserError
 
 __all__ = ["Dataset", "Split", "BUILTIN", "detect_kind", "load_dataset", "split_dataset", "describe_builtins"]
@@ -19,7 +19,7 @@ __all__ = ["Dataset", "Split", "BUILTIN", "detect_kind", "load_dataset", "split_
 @dataclass
 class Dataset:
     name: str
-    x: np.ndarray  # (rows, features), float64, finite
+    x: np.ndarray  # (rows, features), finite: float64, or a large .npy file memory-mapped (aeservice.data.rows)
     labels: np.ndarray | None  # what plots colour by; None when the data has none
     kind: str  # "continuous" or "image"
     image_shape: tuple[int, int] | None = None  # for image grids
@@ -34,7 +34,7 @@ class Dataset:
 
 @dataclass
 class Split:
-    train: np.ndarray
+    train: np.ndarray  # or, for a memory-mapped file, a rows.RowSubset read in chunks
     val: np.ndarray
     test: np.ndarray
     train_labels: np.ndarray | None
@@ -88,11 +88,12 @@ def load_dataset(cfg: DataConfig, seed: int = 0) -> Dataset:
     else:
         known = ", ".join(BUILTIN)
         raise UserError(f"unknown data set {name!r}: use one of {known}, or a path to .csv, .npy or .npz")
-    _check_values(data)
+    summary = rows.summarize(data.x) if rows.is_streamed(data.x) else None  # one pass over a mapped file
+    _check_values(data, summary)
     if cfg.data_kind != "auto":
         data.kind, data.kind_reason = cfg.data_kind, "as --data-kind says"
     elif data.kind_reason == "":  # a file: recognised by its values and shape
-        data.kind, data.kind_reason = detect_kind(data.x, data.image_shape)
+        data.kind, data.kind_reason = detect_kind(data.x, data.image_shape, summary)
     if data.kind == "image" and data.image_shape is None:
         side = int(round(np.sqrt(data.n_features)))
         data.image_shape = (side, side) if side * side == data.n_features else None
@@ -175,7 +176,8 @@ def _from_array(path: Path, x: np.ndarray, labels: np.ndarray | None) -> Dataset
         x = x.reshape(len(x), -1)
     elif x.ndim > 3:
         raise UserError(f"{path} has shape {x.shape}; use rows x features, or rows x height x width")
-    x = x.astype(np.float64)
+    if not isinstance(x, np.memmap):  # a mapped file keeps its own dtype: read (as float32) a chunk at a time
+        x = x.astype(np.float64)
     if labels is not None and len(labels) != len(x):
         raise UserError(f"{path}: {len(labels)} labels for {len(x)} rows")
     return Dataset(path.stem, x, labels, "continuous", image_shape, str(path.resolve()), labels is not None)
@@ -183,7 +185,7 @@ def _from_array(path: Path, x: np.ndarray, labels: np.ndarray | None) -> Dataset
 
 def _load_npy(path: Path, cfg: DataConfig) -> Dataset:
     try:
-        x = np.load(path, allow_pickle=False)
+        x = rows.open_npy(path)  # memory-mapped: nothing is read yet
     except ValueError as exc:
         raise UserError(f"cannot read {path} as a numeric .npy array: {exc}") from None
     return _from_array(path, x, None)
@@ -208,15 +210,20 @@ _FILE_LOADERS = {".csv": _load_csv, ".npy": _load_npy, ".npz": _load_npz}
 MIN_IMAGE_SIDE = 8  # the smallest images in use (8x8 digits); a 4x4 table of [0, 1] values is likelier features
 
 
-def detect_kind(x: np.ndarray, image_shape: tuple[int, int] | None) -> tuple[str, str]:
+def detect_kind(x: np.ndarray, image_shape: tuple[int, int] | None,
+                summary: rows.Summary | None = None) -> tuple[str, str]:
     """("image" or "continuous", why) for a file's rows, from their values and shape.
 
     Images are pixels: every value in [0, 1], or whole numbers in 0-255 (8-bit) or 0-16, with
     rows that were 2-D arrays or a square feature count of at least MIN_IMAGE_SIDE^2. Anything
     else is continuous, whatever its shape: a 3-D array of standard-normal floats is not images.
     """
-    low, high = float(x.min()), float(x.max())
-    whole = bool(np.all(np.mod(x, 1) == 0))
+    if summary is not None or rows.is_streamed(x):  # a mapped file: from its one chunked pass
+        summary = summary or rows.summarize(x)
+        low, high, whole = summary.low, summary.high, summary.whole
+    else:
+        low, high = float(x.min()), float(x.max())
+        whole = bool(np.all(np.mod(x, 1) == 0))
     if low < 0 or not (high <= 1 or (whole and high <= 255)):
         span = f"{low:.3g} to {high:.3g}" + ("" if whole else ", not whole numbers")
         return "continuous", f"values {span}: not pixels in [0, 1] or 0-255"
@@ -230,7 +237,14 @@ def detect_kind(x: np.ndarray, image_shape: tuple[int, int] | None) -> tuple[str
     return "continuous", f"{values}, but {x.shape[1]} features are not a square image of {side} or more"
 
 
-def _raise_if_missing(x: np.ndarray, where: str) -> None:
+def _raise_if_missing(x: np.ndarray, where: str, summary: rows.Summary | None = None) -> None:
+    if summary is not None or rows.is_streamed(x):  # a mapped file: from its one chunked pass
+        summary = summary or rows.summarize(x)
+        if summary.bad:
+            row, col = summary.first_bad
+            raise UserError(f"{where} has {summary.bad} empty, NaN or infinite cell(s); first at row {row + 1},"
+                            f" column {col + 1}")
+        return
     bad = ~np.isfinite(x)
     if bad.any():
         row, col = np.argwhere(bad)[0]
@@ -238,10 +252,10 @@ def _raise_if_missing(x: np.ndarray, where: str) -> None:
                         f" column {col + 1}")
 
 
-def _check_values(data: Dataset) -> None:
+def _check_values(data: Dataset, summary: rows.Summary | None = None) -> None:
     if data.x.shape[0] == 0 or data.x.shape[1] == 0:
         raise UserError(f"data set {data.name} has no rows or no features")
-    _raise_if_missing(data.x, f"data set {data.name}")
+    _raise_if_missing(data.x, f"data set {data.name}", summary)
 
 
 MIN_ROWS = 10
@@ -257,6 +271,12 @@ def split_dataset(data: Dataset, cfg: DataConfig, seed: int) -> Split:
     order = np.random.default_rng(seed).permutation(n)
     test_idx, val_idx, train_idx = order[:n_test], order[n_test:n_test + n_val], order[n_test + n_val:]
     y = data.labels
+    if rows.is_streamed(data.x):  # training rows stay in the file; validation and test rows are copied
+        if n_val > rows.HELD_OUT_ROWS or n_test > rows.HELD_OUT_ROWS:  # at most so many: the rest trains
+            n_val, n_test = min(n_val, rows.HELD_OUT_ROWS), min(n_test, rows.HELD_OUT_ROWS)
+            test_idx, val_idx, train_idx = order[:n_test], order[n_test:n_test + n_val], order[n_test + n_val:]
+        return Split(rows.RowSubset(data.x, np.sort(train_idx)), rows.gather(data.x, val_idx),
+                     rows.gather(data.x, test_idx), None, None, None)
     return Split(
         data.x[train_idx], data.x[val_idx], data.x[test_idx],
         None if y is None else y[train_idx], None if y is None else y[val_idx], None if y is None else y[test_idx],

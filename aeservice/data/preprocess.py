@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from aeservice.data import rows
+
 __all__ = ["Scaler", "Standardizer", "UnitRange", "principal_axes", "scaler_for", "scaler_from_state"]
 
 ESTIMATE_ROWS = 5000  # rows principal axes are estimated on: enough for a stable covariance
@@ -17,6 +19,12 @@ class Scaler:
         raise NotImplementedError
 
     def transform(self, x: np.ndarray) -> np.ndarray:
+        if isinstance(x, rows.RowSubset):  # scaled a chunk at a time as it is read: no scaled copy
+            return x.scaled(self.offset_, self.scale_)
+        if isinstance(x, np.ndarray) and x.dtype == np.float32:  # float32 rows stay float32: half the copy
+            out = x - self.offset_.astype(np.float32)
+            out /= self.scale_.astype(np.float32)
+            return out
         return (x - self.offset_) / self.scale_
 
     def inverse_transform(self, z: np.ndarray) -> np.ndarray:
@@ -32,8 +40,12 @@ class Standardizer(Scaler):
     name = "standardize"
 
     def fit(self, x: np.ndarray) -> "Standardizer":
-        self.offset_ = x.mean(axis=0)
-        std = x.std(axis=0)
+        if rows.is_streamed(x):  # one chunked pass
+            self.offset_, variance = rows.column_moments(x)[:2]
+            std = np.sqrt(variance)
+        else:
+            self.offset_ = x.mean(axis=0)
+            std = x.std(axis=0)
         self.scale_ = np.where(std > 1e-12, std, 1.0)
         return self
 
@@ -44,7 +56,10 @@ class UnitRange(Scaler):
     name = "unit_range"
 
     def fit(self, x: np.ndarray) -> "UnitRange":
-        top = float(x.max()) if x.size else 1.0
+        if rows.is_streamed(x):
+            top = float(rows.column_moments(x)[2].max()) if len(x) else 1.0
+        else:
+            top = float(x.max()) if x.size else 1.0
         self.offset_ = np.zeros(x.shape[1])
         self.scale_ = np.full(x.shape[1], top if top > 1.0 else 1.0)
         return self
@@ -69,6 +84,7 @@ def principal_axes(x: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray
     descending order, axes as the matching columns of a features x features matrix."""
     if len(x) > ESTIMATE_ROWS:
         x = x[np.random.default_rng(seed).choice(len(x), ESTIMATE_ROWS, replace=False)]
+    x = np.asarray(x)
     mean = x.mean(axis=0)
     centred = x - mean
     values, vectors = np.linalg.eigh(centred.T @ centred / max(len(x) - 1, 1))  # ascending

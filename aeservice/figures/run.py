@@ -16,10 +16,12 @@ from matplotlib.lines import Line2D  # noqa: E402
 import numpy as np  # noqa: E402
 
 from aeservice.data import Dataset, Split  # noqa: E402
+from aeservice.data.rows import FIGURE_ROWS, sample_rows  # noqa: E402
 from aeservice.models import Autoencoder  # noqa: E402
 
 __all__ = ["loss_curves", "latent_space", "latent_sweep", "reconstructions", "samples", "all_figures",
-           "project_2d", "image_grid", "label_palette", "scatter_labels", "write_figures", "PLOTS_FOLDER"]
+           "project_2d", "image_grid", "label_palette", "scatter_labels", "write_figures", "figure_rows", "PLOTS_FOLDER",
+           "FIGURE_ROWS"]
 
 PLOTS_FOLDER = "plots"  # runs:/<id>/plots/<name>.png
 
@@ -220,7 +222,9 @@ def samples(model: Autoencoder, dataset: Dataset, split: Split, seed: int = 0) -
 
 def all_figures(model: Autoencoder, history: dict, dataset: Dataset, split: Split, seed: int = 0
                 ) -> dict[str, plt.Figure]:
-    """file name -> figure, for every plot a run logs."""
+    """file name -> figure, for every plot a run logs, drawn from at most `FIGURE_ROWS` rows of
+    each part (`figure_rows`): a million rows take no longer to draw than a few thousand."""
+    split = figure_rows(split, seed)
     return {
         f"{PLOTS_FOLDER}/loss_curves.png": loss_curves(history),
         f"{PLOTS_FOLDER}/latent_space.png": latent_space(model, split, dataset.categorical_labels),
@@ -228,6 +232,20 @@ def all_figures(model: Autoencoder, history: dict, dataset: Dataset, split: Spli
         f"{PLOTS_FOLDER}/reconstructions.png": reconstructions(model, dataset, split),
         f"{PLOTS_FOLDER}/samples.png": samples(model, dataset, split, seed),
     }
+
+
+def figure_rows(split: Split, seed: int = 0, size: int = FIGURE_ROWS) -> Split:
+    """At most `size` training and test rows (with their labels), the same for the same seed;
+    the parts as they are when they are no larger. Validation rows are not drawn."""
+    def pick(rows, labels):
+        index = sample_rows(len(rows), size, seed)
+        if len(index) == len(rows):
+            return rows, labels
+        return np.asarray(rows[index]), None if labels is None else labels[index]
+
+    train, train_labels = pick(split.train, split.train_labels)
+    test, test_labels = pick(split.test, split.test_labels)
+    return Split(train, split.val, test, train_labels, split.val_labels, test_labels)
 
 
 def write_figures(model: Autoencoder, history: dict, dataset: Dataset, split: Split, seed: int,

@@ -5,13 +5,15 @@ Kept apart from `keras_base` so that the model classes import without Keras (see
 from __future__ import annotations
 
 import math
+import time
 from typing import Sequence
 
 import keras
 
 from aeservice.models.base import EpochCallback
+from aeservice.progress import PACE_ETA, PACE_RATE
 
-__all__ = ["MONITOR", "Relay", "ReduceLearningRate", "LR_FACTOR", "LR_PATIENCE_SHARE"]
+__all__ = ["PACE_RATE", "PACE_ETA", "MONITOR", "Relay", "ReduceLearningRate", "LR_FACTOR", "LR_PATIENCE_SHARE"]
 
 MONITOR = "val_loss_smoothed"
 _SUFFIX = "_loss"  # Keras logs each named output's loss as <term>_loss: aeservice calls it <term>
@@ -38,13 +40,30 @@ class Relay(keras.callbacks.Callback):
     """Renames Keras logs to aeservice's metric names, records history, and stops on NaN."""
 
     def __init__(self, listeners: list[EpochCallback], history: dict[str, list[float]], smoothing: float,
-                 monitor_from: int, terms: Sequence[str] = ("recon",), offset: int = 0):
+                 monitor_from: int, terms: Sequence[str] = ("recon",), offset: int = 0, rows: int = 0):
         super().__init__()
         self.listeners, self.history, self.smoothing = listeners, history, smoothing
         self.terms = tuple(terms)  # the kind's `loss_terms`: other outputs (the VAE's kl_term) are not logged
         self.offset = offset  # epochs of earlier restarts: listeners hear one running count
         self.monitor_from = monitor_from  # before it the objective is still changing: no memory
         self.smoothed: float | None = None
+        self.rows = rows  # training rows per epoch, for the pace
+        self._times: list[float] = []
+        self._start = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def pace(self, epoch: int) -> dict[str, float]:
+        """rows_per_second of this epoch, and eta_seconds: this fit's epochs left at its cap (early
+        stopping usually ends it sooner) times the mean epoch so far, the first (compiling) left out
+        once there are others."""
+        self._times.append(time.perf_counter() - self._start)
+        seconds = self._times[-1]
+        typical = self._times[1:] or self._times
+        left = max(0, int(self.params.get("epochs", epoch + 1)) - epoch - 1) if self.params else 0
+        return {PACE_RATE: self.rows / seconds if seconds > 0 else 0.0,
+                PACE_ETA: left * sum(typical) / len(typical)}
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
@@ -68,5 +87,6 @@ class Relay(keras.callbacks.Callback):
         if not all(math.isfinite(v) for v in out.values()):
             self.model.stop_training = True
             return
+        heard = {**out, **self.pace(epoch)} if self.rows else out  # the pace is heard, not kept in history
         for listener in self.listeners:
-            listener(self.offset + epoch, out)
+            listener(self.offset + epoch, heard)

@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from aeservice.data import rows
 from aeservice.models.base import Searched
 from aeservice.models.keras_base import KerasAutoencoder, keras_module
 from aeservice.models.mixture import fit_mixture, sample_mixture
@@ -17,6 +18,7 @@ __all__ = ["DenseAutoencoder", "SparseAutoencoder"]
 OVERCOMPLETE = 4  # a sparse code may have up to this many units per feature
 _CODE_MARGIN = 3.0  # in whitened code units: rows 3 standard deviations beyond the training rows still pass
 _START_ROWS = 20_000  # training rows a ReLU code's starting bias is set from: enough to see the tails
+_MIXTURE_ROWS = 50_000  # training codes the sampling mixture is fitted to, at most: its few parameters need no more
 _START_LIFT = 0.1  # the lowest of them starts this many of the unit's standard deviations above zero
 
 
@@ -45,7 +47,8 @@ class DenseAutoencoder(KerasAutoencoder):
         encode = np.divide(axes, scale, out=np.zeros_like(axes), where=scale > 1e-6)  # features x latent
         bias = -mean @ encode
         if self.code_activation == "relu":
-            bias = bias + np.maximum(-(x_train @ encode + bias).min(axis=0), 0.0) + _CODE_MARGIN
+            lowest = rows.map_rows(x_train, lambda part: (part @ encode + bias).min(axis=0, keepdims=True)).min(axis=0)
+            bias = bias + np.maximum(-lowest, 0.0) + _CODE_MARGIN
         decode = (axes * scale).T  # latent x features
         return {"code": [encode, bias], "dec_out": [decode, mean - (mean @ encode + bias) @ decode]}
 
@@ -66,7 +69,9 @@ class DenseAutoencoder(KerasAutoencoder):
 
     def _fit(self, x_train, x_val, callbacks, verbose):
         super()._fit(x_train, x_val, callbacks, verbose)
-        self.mixture_ = fit_mixture(self._encode(x_train), self.config.seed)
+        fitted = rows.sample_rows(len(x_train), _MIXTURE_ROWS, self.config.seed)  # all rows when few
+        self.mixture_ = fit_mixture(self._encode(x_train if len(fitted) == len(x_train) else x_train[fitted]),
+                                    self.config.seed)
 
     def _sample_latent(self, n: int, rng: np.random.Generator) -> np.ndarray:
         return sample_mixture(self.mixture_, n, rng)

@@ -22,8 +22,10 @@ import numpy as np
 __all__ = ["compile_options", "fuse_epochs"]
 
 # An epoch is stacked in pieces of at most this size, so a large data set (MNIST: 180 MB of
-# float32 rows) is not copied whole each epoch; the digits benchmark's epoch is 0.6 MB.
-_MAX_STACK_BYTES = 32 * 2**20
+# float32 rows) is not copied whole each epoch; the digits benchmark's epoch is 0.6 MB. 8 MB
+# is 40 steps of 512 rows of 50 features (inputs and targets): the call's dispatch is still
+# a small part of its steps.
+_MAX_STACK_BYTES = 8 * 2**20
 
 
 def compile_options(n_rows: int, batch_size: int) -> dict:
@@ -33,11 +35,14 @@ def compile_options(n_rows: int, batch_size: int) -> dict:
     return {"steps_per_execution": max(1, math.ceil(n_rows / batch_size))}
 
 
-def fuse_epochs(model: keras.Model, validation: tuple[Any, Any] | None = None) -> bool:
+def fuse_epochs(model: keras.Model, validation: tuple[Any, Any] | list[tuple[Any, Any]] | None = None) -> bool:
     """Install the fused train function on a compiled model; False (nothing done) off JAX.
 
-    `validation` is one (x, y) batch scored after every epoch as `val_<metric>`; when fused,
-    pass it here instead of to `fit`.
+    `validation` is one (x, y) batch, or a list of them, scored after every epoch as
+    `val_<metric>` (several batches: each batch's means weighted by its rows, as `evaluate`
+    averages); when fused, pass it here instead of to `fit`. Keras's own `evaluate` under a
+    many-step `steps_per_execution` held every validation batch's activations at once (500 MB
+    for 150,000 rows of 50 features).
     """
     if keras.backend.backend() != "jax" or model.steps_per_execution <= 1:
         return False
@@ -67,25 +72,41 @@ def fuse_epochs(model: keras.Model, validation: tuple[Any, Any] | None = None) -
     def train_function(state, iterator):
         if not hasattr(iterator, "__next__"):
             return keras_function(state, iterator)
-        batches = []
+        # Batches are run as they arrive, in stacks of at most _MAX_STACK_BYTES: an epoch's rows
+        # are never all held at once (a million rows streamed from a file included).
+        logs, size, per_call, pending, rest = None, None, 1, [], []
         for _ in range(model.steps_per_execution):
             try:
-                batches.append(next(iterator))
+                data = next(iterator)
             except StopIteration:
                 break
-        size = _rows(batches[0])
-        full = [b for b in batches if _rows(b) == size]
-        logs = None
-        per_call = max(1, _MAX_STACK_BYTES // _nbytes(batches[0]))  # at most two scan lengths compile
-        for start in range(0, len(full), per_call):
-            part = full[start:start + per_call]
-            logs, state = epoch(state, jax.tree.map(lambda *parts: np.stack(parts), *part))
-        for data in batches[len(full):] if len(full) < len(batches) else ():
+            if size is None:
+                size, per_call = _rows(data), max(1, _MAX_STACK_BYTES // _nbytes(data))  # two scan lengths compile
+            if _rows(data) != size:
+                rest.append(data)
+                continue
+            pending.append(data)
+            if len(pending) == per_call:
+                if logs is not None:  # JAX dispatches ahead: without a wait, every stack of the epoch is queued at once
+                    jax.block_until_ready(logs)
+                logs, state = epoch(state, jax.tree.map(lambda *parts: np.stack(parts), *pending))
+                pending = []
+        if pending:
+            logs, state = epoch(state, jax.tree.map(lambda *parts: np.stack(parts), *pending))
+        for data in rest:
             logs, state = step(state, data)
         if validation is not None:  # the seed state moves on, as after Keras's evaluate
-            val_logs, non_trainable = score(state, validation)
-            state = (state[0], non_trainable, *state[2:])
-            logs = {**logs, **{f"val_{k}": v for k, v in val_logs.items()}}
+            parts = validation if isinstance(validation, list) else [validation]
+            total, sums = sum(_rows(part) for part in parts), {}
+            for part in parts:
+                val_logs, non_trainable = score(state, part)
+                state = (state[0], non_trainable, *state[2:])
+                if len(parts) == 1:
+                    sums = val_logs
+                else:
+                    for key, value in val_logs.items():
+                        sums[key] = sums.get(key, 0.0) + np.asarray(value, dtype=np.float64) * (_rows(part) / total)
+            logs = {**logs, **{f"val_{k}": v for k, v in sums.items()}}
         return logs, state
 
     model.train_function = train_function

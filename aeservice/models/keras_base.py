@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from aeservice.config import ModelConfig
+from aeservice.data import rows
 from aeservice.data.preprocess import principal_axes
 from aeservice.errors import UserError
 from aeservice.models.base import LATENT_SEARCH, Autoencoder, EpochCallback, Searched
@@ -160,7 +161,7 @@ class KerasAutoencoder(Autoencoder):
         on validation, 1.13x on new rows; a sparse AE there: 0.999x, 0.92x, 1.03x); the training
         rows rule that out. `kept_` says which won.
         """
-        xt, xv = x_train.astype("float32"), x_val.astype("float32")
+        xt, xv = x_train.astype("float32"), x_val.astype("float32")  # a streamed RowSubset is float32 already
         linear = self._linear_nets(x_train)
         linear_errors = _row_errors(*linear, xv)
         xt_check = xt[:_CHECK_ROWS]
@@ -211,25 +212,35 @@ class KerasAutoencoder(Autoencoder):
         batch_size = min(self.sizes_.batch_size, len(xt))
         model.compile(optimizer=keras.optimizers.Adam(c.learning_rate), loss=losses, loss_weights=weights,
                       **compile_options(len(xt), batch_size))
-        targets = {name: (xt if name == "recon" else np.zeros((len(xt), 1), "float32")) for name in losses}
         val_targets = {name: (xv if name == "recon" else np.zeros((len(xv), 1), "float32")) for name in losses}
         # Validation needs no small batches: one batch is one compiled shape and one step per epoch.
         val_batch = min(len(xv), _MAX_VAL_BATCH)
-        one_val_batch = len(xv) <= _MAX_VAL_BATCH
-        fused = fuse_epochs(model, (xv, val_targets) if one_val_batch else None)
-        fused_validation = fused and one_val_batch
+        val_parts = [(xv[i:i + val_batch], {k: v[i:i + val_batch] for k, v in val_targets.items()})
+                     for i in range(0, len(xv), val_batch)]
+        fused = fuse_epochs(model, val_parts[0] if len(val_parts) == 1 else val_parts)
+        fused_validation = fused
         offset = len(self.history_.get("loss", []))  # restarts continue the epoch count
         keras_callbacks = [*self._schedule_callbacks(), Relay(callbacks, self.history_, self.val_smoothing,
-                                                               self._monitor_from_epoch(), self.loss_terms, offset)]
+                                                               self._monitor_from_epoch(), self.loss_terms, offset,
+                                                               len(xt))]
         patience = self.sizes_.patience
         if patience > 0:  # after the relay, which adds the smoothed monitor to the logs
             keras_callbacks.append(ReduceLearningRate(self._monitor_from_epoch(), patience))
             keras_callbacks.append(keras.callbacks.EarlyStopping(
                 monitor=MONITOR, mode="min", patience=patience, restore_best_weights=True,
                 start_from_epoch=self._monitor_from_epoch()))
-        model.fit(xt, targets, validation_data=None if fused_validation else (xv, val_targets),
-                  epochs=self.sizes_.epochs, batch_size=batch_size, validation_batch_size=val_batch,
-                  shuffle=True, verbose=verbose, callbacks=keras_callbacks)
+        if rows.is_streamed(xt):  # a memory-mapped file: shuffled batches read from it (aeservice.data.rows)
+            def batch_targets(part):
+                return {name: (part if name == "recon" else np.zeros((len(part), 1), "float32")) for name in losses}
+
+            data = {"x": rows.batches(xt, batch_size, seed, batch_targets),
+                    "steps_per_epoch": rows.steps_per_epoch(len(xt), batch_size), "shuffle": False}  # shuffled there
+        else:
+            targets = {name: (xt if name == "recon" else np.zeros((len(xt), 1), "float32")) for name in losses}
+            data = {"x": xt, "y": targets, "batch_size": batch_size, "shuffle": True}
+        model.fit(**data, validation_data=None if fused_validation else (xv, val_targets),
+                  epochs=self.sizes_.epochs, validation_batch_size=val_batch,
+                  verbose=verbose, callbacks=keras_callbacks)
         return model, val_targets
 
     # How many posterior draws the validation score of a sampled (VAE) loss averages over.
@@ -238,8 +249,11 @@ class KerasAutoencoder(Autoencoder):
     def _validation_score(self, model, xv: np.ndarray, val_targets: dict) -> float:
         """The training loss on the validation rows, at full weight of every term."""
         draws = self.score_draws
-        tiled = {k: np.tile(v, (draws, 1)) for k, v in val_targets.items()}
-        x = np.tile(xv, (draws, 1))
+        if draws > 1 and len(xv) > _SCORE_ROWS:  # tiled draws of many rows: a bounded subset is enough
+            xv, val_targets = xv[:_SCORE_ROWS], {k: v[:_SCORE_ROWS] for k, v in val_targets.items()}
+        tiled = {k: np.tile(v, (draws, 1)) for k, v in val_targets.items()} if draws > 1 else val_targets
+        x = np.tile(xv, (draws, 1)) if draws > 1 else xv
+        model.steps_per_execution = 1  # the fused epochs' count would make evaluate hold every batch at once
         logs = model.evaluate(x, tiled, batch_size=min(len(x), _MAX_VAL_BATCH), verbose=0, return_dict=True)
         return float(logs["loss"]) if math.isfinite(float(logs["loss"])) else math.inf
 
@@ -308,7 +322,11 @@ class KerasAutoencoder(Autoencoder):
 
 
 def _row_errors(encoder, decoder, x: np.ndarray) -> np.ndarray:
-    """Mean squared reconstruction error of each row through the nets (the VAE: posterior mean)."""
+    """Mean squared reconstruction error of each row through the nets (the VAE: posterior mean),
+    a bounded number of rows per call: each call holds every layer's output for its rows."""
+    if len(x) > _INFER_ROWS:
+        return np.concatenate([_row_errors(encoder, decoder, x[start:start + _INFER_ROWS])
+                               for start in range(0, len(x), _INFER_ROWS)])
     code = infer(encoder, x)
     return np.mean((x - infer(decoder, code[0] if isinstance(code, list) else code)) ** 2, axis=1)
 
@@ -334,3 +352,5 @@ def _restart_seed(seed: int, restart: int) -> int:
 
 _CHECK_ROWS = 20_000  # training rows the kept net is checked against the linear model on
 _MAX_VAL_BATCH = 4096  # rows per validation step: bounds its memory on large data sets
+_INFER_ROWS = 20_000  # rows per inference call of the nets while they train (the check rows: one call)
+_SCORE_ROWS = 20_000  # validation rows a sampled (VAE) score tiles its draws of, at most

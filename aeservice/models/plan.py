@@ -15,7 +15,9 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["ACTIVATIONS", "DensePlan", "dense_plan"]
+__all__ = ["ACTIVATIONS", "DensePlan", "dense_plan", "ROWS_PER_CALL"]
+
+ROWS_PER_CALL = 16_384  # rows run through the layers at once: 256 + 128 wide layers hold 25 MB of them
 
 _SQRT_2_OVER_PI = np.float32(np.sqrt(2 / np.pi))
 
@@ -60,6 +62,11 @@ class DensePlan:
         self.input_name, self.steps, self.outputs = input_name, steps, outputs
 
     def __call__(self, x: np.ndarray) -> np.ndarray | list[np.ndarray]:
+        if len(x) > ROWS_PER_CALL:  # every layer's output is held until the end: bound them by the rows
+            parts = [self(x[start:start + ROWS_PER_CALL]) for start in range(0, len(x), ROWS_PER_CALL)]
+            if isinstance(parts[0], list):
+                return [np.concatenate(column) for column in zip(*parts)]
+            return np.concatenate(parts)
         values = {self.input_name: np.asarray(x, dtype=np.float32)}
         with _one_blas_thread():
             for name, source, kernel, bias, activation in self.steps:

@@ -5,6 +5,7 @@ import numpy as np
 
 import dataclasses
 
+from aeservice.data import rows
 from aeservice.models.base import Searched
 from aeservice.models.dense import DenseAutoencoder
 from aeservice.models.keras_base import KerasAutoencoder, keras_module
@@ -15,6 +16,13 @@ def _prefixed(listener, prefix: str):
     return lambda epoch, logs: listener(epoch, {prefix + k: v for k, v in logs.items()})
 
 __all__ = ["VariationalAutoencoder"]
+
+_ESTIMATE_ROWS = 100_000  # streamed training rows the start's slopes and the decoder's noise are estimated on
+
+
+def _bounded(x):
+    """Rows in memory: all of an array, the first _ESTIMATE_ROWS of a streamed file."""
+    return x[:_ESTIMATE_ROWS] if rows.is_streamed(x) else x
 
 
 class VariationalAutoencoder(KerasAutoencoder):
@@ -84,7 +92,11 @@ class VariationalAutoencoder(KerasAutoencoder):
         PCA's error for the 3-D sheet at 60 rows, 1.31x for the two Gaussians."""
         from aeservice.models.layers import MIN_VARIANCE
 
-        total = float(np.sum(np.var(x_train, axis=0, ddof=1)))
+        if rows.is_streamed(x_train):
+            n = len(x_train)
+            total = float(np.sum(rows.column_moments(x_train)[1])) * n / max(n - 1, 1)
+        else:
+            total = float(np.sum(np.var(x_train, axis=0, ddof=1)))
         noise = max((total - float(variances.sum())) / self.n_features_, MIN_VARIANCE)
         scale = np.sqrt(variances)
         encode = np.divide(axes, scale, out=np.zeros_like(axes), where=scale > 1e-6)
@@ -101,6 +113,7 @@ class VariationalAutoencoder(KerasAutoencoder):
         super()._fit(x_train, x_val, callbacks, verbose)
         self.decoder_log_var_ = np.zeros(0)
         if self.gaussian:  # the decoder's sigma^2: training MSE per feature under q(z|x)
+            x_train = _bounded(x_train)
             mean, log_var = self._posterior(x_train)
             z = mean + np.exp(0.5 * log_var) * np.random.default_rng(self.config.seed).standard_normal(mean.shape)
             self.decoder_log_var_ = np.log(np.mean((x_train - self._decode(z)) ** 2, axis=0) + MIN_VARIANCE)
@@ -122,6 +135,7 @@ class VariationalAutoencoder(KerasAutoencoder):
         self.ae_kept_ = start.kept_
         if start.kept_ == "linear":
             return None
+        x_train = _bounded(x_train)
         codes = start._encode(x_train)
         centre, spread = codes.mean(axis=0), np.maximum(codes.std(axis=0), 1e-6)
         rec = start._decode(codes)

@@ -34,12 +34,14 @@ class RunStarted:
 @dataclass(frozen=True)
 class Setup:
     """What the run records before training: the settings and facts of the data as params
-    (those the run does not have yet), and the training rows as its dataset input."""
+    (those the run does not have yet), and the training rows as its dataset input: their first
+    rows and their shape, so a million rows are not copied into the tracking process."""
 
     params: dict[str, Any]
     dataset_name: str
     dataset_source: str
-    train_rows: np.ndarray  # MLflow's digest, schema and profile of the input come from these
+    train_rows: np.ndarray  # the first training rows: MLflow's digest reads no more (`steps.DIGEST_VALUES`)
+    train_shape: tuple[int, ...] | None = None  # all training rows' shape, for the profile; None: train_rows'
 
 
 @dataclass(frozen=True)

@@ -286,9 +286,22 @@ def log_setup(setup: Setup) -> None:
         log_new_params(setup.params)
         with warnings.catch_warnings():  # a file path "can be interpreted in multiple ways": it is a path
             warnings.simplefilter("ignore", UserWarning)
-            dataset_input = mlflow.data.from_numpy(setup.train_rows, source=setup.dataset_source,
-                                                   name=setup.dataset_name)
+            features, digest = _digest_input(setup)
+            dataset_input = mlflow.data.from_numpy(features, source=setup.dataset_source, name=setup.dataset_name,
+                                                   digest=digest)
         mlflow.log_input(dataset_input, context="training")
+
+
+def _digest_input(setup: Setup) -> tuple[np.ndarray, str]:
+    """(features, digest) for `mlflow.data.from_numpy` from the first training rows: features of
+    the whole shape that take no memory (for the profile and schema), and a digest of the first
+    values and that shape, as MLflow's own digest hashes them."""
+    from mlflow.data.digest_utils import MAX_ROWS, compute_numpy_digest
+
+    head = np.asarray(setup.train_rows)
+    shape = tuple(setup.train_shape or head.shape)
+    digest = compute_numpy_digest(head.reshape(-1)[:MAX_ROWS], np.asarray(shape, dtype=np.int64))
+    return np.broadcast_to(head[:1], shape), digest
 
 
 def log_scores(metrics: dict[str, float], used: dict[str, Any]) -> None:

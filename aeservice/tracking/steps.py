@@ -70,12 +70,16 @@ def run_started(prepared: Prepared, nested: bool = False, tags: dict | None = No
 
 
 def setup(prepared: Prepared) -> Setup:
-    """Every setting, the data's facts, and the training rows (the run's dataset input)."""
+    """Every setting, the data's facts, and the first training rows and their shape (the run's dataset input)."""
     cfg, data, split = prepared.config, prepared.dataset, prepared.split
     shape = "x".join(map(str, data.image_shape)) if data.image_shape else "none"  # what a client reshapes rows to
     params = {**cfg.flatten(), "n_features": data.n_features, "n_train": len(split.train), "data_kind_used": data.kind,
               "image_shape": shape}
-    return Setup(params, data.name, data.source or data.name, split.train)
+    head = split.train[:max(1, -(-DIGEST_VALUES // max(1, data.n_features)))]
+    return Setup(params, data.name, data.source or data.name, np.asarray(head), tuple(split.train.shape))
+
+
+DIGEST_VALUES = 10_000  # values of the training rows MLflow's dataset digest hashes (with their shape)
 
 
 def run_tags(prepared: Prepared, extra: dict | None = None) -> dict:
