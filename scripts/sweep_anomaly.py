@@ -9,6 +9,8 @@ model side by side, the mean ROC-AUC over the seeded splits per set.
 - perfeat: scaled errors, each feature's divided by its mean on the training rows (floored at
   --floor times the mean over features): what `score` is now
 - perfeat+maha: perfeat times the feature count plus the code's Mahalanobis distance (train codes)
+- neg_elbo (vae): the negative ELBO with the posterior mean as the one draw (code KL plus the
+  Gaussian decoder's negative log-likelihood, constants left out)
 
 PCA is fitted here with scikit-learn on standardized rows (as the `pca` kind does); the nets
 (`--kinds ae,sparse,vae`) through `aeservice.training.fit_rows` with their defaults.
@@ -59,6 +61,7 @@ def _net_parts(kind: str, latent: int, seed: int):
             xs = model.scaler_.transform(x)
             code = model._encode(xs)
             return xs, model._decode(code), code, model.scaler_.scale_
+        parts.model = model
         return parts
     return fit
 
@@ -74,8 +77,15 @@ def scores(parts, train: np.ndarray, test: np.ndarray, floor: float) -> dict[str
     cov = np.atleast_2d(np.cov(code_tr.T)) + 1e-6 * np.eye(code_tr.shape[1])
     offset = code - centre
     maha = np.einsum("ij,jk,ik->i", offset, np.linalg.inv(cov), offset)
-    return {"user": np.mean((errors * std**2), axis=1), "scaled": errors.mean(axis=1), "perfeat": perfeat,
-            "perfeat+maha": perfeat * xs.shape[1] + maha}
+    out = {"user": np.mean((errors * std**2), axis=1), "scaled": errors.mean(axis=1), "perfeat": perfeat,
+           "perfeat+maha": perfeat * xs.shape[1] + maha}
+    model = getattr(parts, "model", None)
+    if getattr(model, "kind", "") == "vae" and model.gaussian:  # the negative ELBO at the posterior mean
+        mean, log_var = model._posterior(xs)
+        kl = -0.5 * np.sum(1 + log_var - mean**2 - np.exp(log_var), axis=1)
+        lv = model.decoder_log_var_
+        out["neg_elbo"] = 0.5 * np.sum((xs - model._decode(mean)) ** 2 * np.exp(-lv) + lv, axis=1) + kl
+    return out
 
 
 def main() -> None:
