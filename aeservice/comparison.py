@@ -104,11 +104,11 @@ def _row(run: Run) -> Row:
     return make_row(run.data.tags["model"], _dataset_of(run), run.data.params, run.data.metrics, run.info.run_id)
 
 
-def leaderboard(runs: Sequence[Run], all_runs: bool = False) -> list[Row]:
+def leaderboard(runs: Sequence[Run], all_runs: bool = False, metric: str = "test_mse") -> list[Row]:
     """One row per run (or per best run of each data set and kind), sorted by test_mse per data set;
     of runs equally good on val_mse the newest counts."""
     newest_first = sorted(runs, key=lambda run: -(run.info.start_time or 0))
-    return rank([_row(r) for r in newest_first], all_runs=all_runs)
+    return rank([_row(r) for r in newest_first], all_runs=all_runs, metric=metric)
 
 
 # ---- the figures ----------------------------------------------------------------------------------
@@ -161,14 +161,14 @@ def _dataset_figures(rows: list[Row], runs: dict[str, Run], progress: Progress) 
 
 # ---- the report -----------------------------------------------------------------------------------
 def _markdown_report(experiment: str, rows: list[Row], all_runs: bool, n_candidates: int,
-                     figures: Sequence[str], notes: Sequence[str]) -> str:
+                     figures: Sequence[str], notes: Sequence[str], metric: str = "test_mse") -> str:
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     chosen = ("all of them" if all_runs
               else "the best run of each data set and kind by val_mse")
     parts = [
         f"# Comparison of experiment `{experiment}`",
         "",
-        f"{when}: {n_candidates} finished training runs; shown: {chosen}, sorted by test_mse within each "
+        f"{when}: {n_candidates} finished training runs; shown: {chosen}, sorted by {metric} within each "
         "data set. Errors are in the data's own units on each run's held-out rows; test_elbo is the "
         "VAE's (nats per row); `-` means the value does not apply to that kind.",
         "",
@@ -191,18 +191,19 @@ def _description(report_md: str, limit: int = 8000) -> str:
 
 def compare(experiment: str = "aeservice", dataset: str | None = None, all_runs: bool = False,
             figures: bool = True, nested: bool = False, progress: Progress | None = None,
-            run_ids: Sequence[str] | None = None) -> ComparisonReport:
+            run_ids: Sequence[str] | None = None, metric: str = "test_mse") -> ComparisonReport:
     """Build the leaderboard of `experiment` (or of its runs `run_ids`) and log it, with figures, to a new
     comparison run.
 
     Everything that can fail (no such experiment, no runs, data that will not load) happens
     before the comparison run starts. Under `mlflow run` the run MLflow made is the one used.
     """
+    rank([], metric=metric)  # an unknown metric fails before anything is read
     runs = training_runs(experiment, dataset, run_ids)
     import matplotlib.pyplot as plt
 
     progress = progress or (lambda message: None)
-    rows = leaderboard(runs, all_runs=all_runs)
+    rows = leaderboard(runs, all_runs=all_runs, metric=metric)
     by_id = {r.info.run_id: r for r in runs}
     figs: dict[str, Any] = {}  # artifact path -> matplotlib Figure
     notes: list[str] = []
@@ -214,7 +215,7 @@ def compare(experiment: str = "aeservice", dataset: str | None = None, all_runs:
             notes += why
     for note in notes:
         progress(f"note: {note}")
-    report_md = _markdown_report(experiment, rows, all_runs, len(runs), list(figs), notes)
+    report_md = _markdown_report(experiment, rows, all_runs, len(runs), list(figs), notes, metric)
     tags = {COMPARISON_TAG: "true", "mlflow.note.content": _description(report_md)}
     try:
         with mlflow_run(experiment, nested=nested, tags=tags, run_name="comparison") as run:

@@ -46,7 +46,11 @@ class DataConfig:
         "help": "Noise level of the synthetic sets (normal1d: its std).", "auto": ""})
     # CSV column holding labels, kept out of the features
     label_column: str | None = field(default=None, metadata={
-        "help": "CSV column with labels (used for plots only); none: no labels."})
+        "help": "CSV column with labels (plots; a 0/1 outlier flag also gives detection metrics); none: no labels."})
+    # the label value that marks an outlier; None: a 0/1 label column is the flag itself
+    outlier_label: str | None = field(default=None, metadata={
+        "help": "The --label-column value of outliers (others are inliers): train logs test_roc_auc and other "
+                "detection metrics; none: only a 0/1 column counts as the outlier flag."})
     # auto | continuous | image; picks scaling and the VAE likelihood
     data_kind: str = field(default="auto", metadata={
         "choices": ("auto", "continuous", "image"),
@@ -119,6 +123,10 @@ class ModelConfig:
         "help": "Seeded fits of the nets; the one with the best validation loss is kept, and then only if it "
                 "reconstructs the validation rows clearly better than PCA (else the kind's linear model is: run "
                 "param kept).", "auto": "{restarts}"})
+    # share of training rows taken for outliers: `detect`'s threshold (None: 0.1, PyOD's default)
+    contamination: float | None = field(default=None, metadata={
+        "help": "Share of training rows expected to be outliers: `detect` flags rows scoring above that quantile "
+                "of the training scores.", "auto": "0.1"})
     # one seed drives the split, weight init, sampling noise and mixtures
     seed: int = field(default=0, metadata={
         "help": "Seeds the split, initial weights, sampling noise and mixtures."})
@@ -182,6 +190,8 @@ class TrainConfig:
             (0 < m.sparsity_target < 1, f"sparsity_target must be in (0, 1), got {m.sparsity_target}"),
             (m.weight_decay >= 0, f"weight_decay must be non-negative, got {m.weight_decay}"),
             (m.patience >= 0, f"patience must be non-negative, got {m.patience}"),
+            (m.contamination is None or 0 < m.contamination <= 0.5,
+             f"contamination must be in (0, 0.5], got {m.contamination}"),
             (m.restarts is None or m.restarts >= 1, f"restarts must be at least 1, got {m.restarts}"),
             (m.activation is None or m.activation in ACTIVATIONS,
              f"activation must be one of {', '.join(ACTIVATIONS)} or auto, got {m.activation!r}"),

@@ -13,19 +13,24 @@ import csv
 import io
 from typing import Any, Mapping, Sequence
 
+from aeservice.errors import UserError
 from aeservice.models import MODELS  # the classes only: Keras is not imported with them
 
 __all__ = ["METRICS", "PARAMS", "COLUMNS", "Row", "kind_params", "make_row", "rank", "format_table", "to_markdown",
            "to_csv"]
 
 # Every kind's metrics, then the test_ value of each kind's own (`extra_metrics`: the VAE's test_elbo).
+# Runs trained on labelled outliers add test_roc_auc and test_average_precision (the others are blank).
 METRICS = ("val_mse", "test_mse", "explained_variance",
-           *dict.fromkeys(f"test_{name}" for model in MODELS.values() for name in model.extra_metrics))
+           *dict.fromkeys(f"test_{name}" for model in MODELS.values() for name in model.extra_metrics),
+           "test_roc_auc", "test_average_precision")
+LOWER_IS_BETTER = ("val_mse", "test_mse")  # every other metric ranks highest first
 PARAMS = ("hidden", "epochs", "learning_rate", "beta", "l1", "sparsity_weight", "weight_decay")
 COLUMNS = ("kind", "dataset", "latent_dim", *METRICS, *PARAMS, "run_id")
 
 # Shorter headers for the terminal, where every column has to fit in one line.
-_SHORT = {"latent_dim": "latent", "explained_variance": "expl_var", "learning_rate": "lr",
+_SHORT = {"latent_dim": "latent", "explained_variance": "expl_var", "test_roc_auc": "roc_auc",
+          "test_average_precision": "avg_prec", "learning_rate": "lr",
           "sparsity_weight": "sparsity_w", "weight_decay": "w_decay"}
 
 Row = dict[str, Any]
@@ -68,22 +73,25 @@ def make_row(kind: str, dataset: str, params: Mapping[str, str], metrics: Mappin
     }
 
 
-def _order(row: Row) -> tuple:
-    missing = float("inf")
-    test = row["test_mse"] if row["test_mse"] is not None else missing
-    return row["dataset"], test, row["val_mse"], row["kind"]
+def _order(row: Row, metric: str = "test_mse") -> tuple:
+    value = row[metric]
+    key = float("inf") if value is None else value if metric in LOWER_IS_BETTER else -value  # missing: last
+    return row["dataset"], key, row["val_mse"], row["kind"]
 
 
-def rank(rows: Sequence[Row], all_runs: bool = False) -> list[Row]:
+def rank(rows: Sequence[Row], all_runs: bool = False, metric: str = "test_mse") -> list[Row]:
     """The best row of each data set and kind by val_mse (on a tie the first given: pass the newest
-    first), or every row with `all_runs`; grouped by data set and sorted by test_mse within it."""
+    first), or every row with `all_runs`; grouped by data set and sorted by `metric` within it
+    (errors lowest first, any other metric highest first)."""
+    if metric not in METRICS:
+        raise UserError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
     chosen = list(rows)
     if not all_runs:
         best: dict[tuple[str, str], Row] = {}
         for candidate in sorted(rows, key=lambda r: r["val_mse"]):  # stable: ties keep their order
             best.setdefault((candidate["dataset"], candidate["kind"]), candidate)
         chosen = list(best.values())
-    return sorted(chosen, key=_order)
+    return sorted(chosen, key=lambda row: _order(row, metric))
 
 
 _NUMERIC_PARAMS = ("learning_rate", "beta", "l1", "sparsity_weight", "weight_decay")

@@ -4,23 +4,27 @@ Listeners passed as `callbacks` hear every epoch (MLflow logging, Optuna pruning
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 
 from aeservice.config import TrainConfig
-from aeservice.data import Dataset, Split, load_dataset, split_dataset
+from aeservice.data import BUILTIN, Dataset, Split, load_dataset, split_dataset
+from aeservice.data.outliers import outlier_flags
 from aeservice.data.preprocess import scaler_for
 from aeservice.data.rows import chunks, column_moments
 from aeservice.errors import UserError
 from aeservice.models import (MODELS, Autoencoder, EpochCallback, build_model, check_sizes, model_class,
                               resolve_latent_dim)
+from aeservice.models.detection import detection_metrics
 from aeservice.models.keras_base import KerasAutoencoder, keras_module
 from aeservice.sizes import Sizes, fit_sizes, resolve_sizes
 
 __all__ = ["Prepared", "TrainResult", "import_libraries", "prepare", "prepared_sizes", "epoch_cap", "used_params",
-           "fit_and_evaluate", "fit_rows", "evaluate"]
+           "fit_and_evaluate", "fit_rows", "evaluate", "dataset_outlier_flags",
+           "require_outlier_flags"]
 
 
 @dataclass
@@ -30,6 +34,7 @@ class Prepared:
     config: TrainConfig
     dataset: Dataset
     split: Split
+    test_flags: np.ndarray | None = None  # 0/1 outlier flags of the test rows, when the labels hold them
 
 
 @dataclass
@@ -54,7 +59,32 @@ def prepare(config: TrainConfig, dataset: Dataset | None = None) -> Prepared:
     data = dataset if dataset is not None else load_dataset(config.data, config.model.seed)
     split = split_dataset(data, config.data, config.model.seed)
     check_sizes(config.model, data.n_features, len(split.train), f"data set {data.name}")
-    return Prepared(config, data, split)
+    flags = dataset_outlier_flags(config, data)
+    test_flags = None if flags is None else split_dataset(
+        dataclasses.replace(data, labels=flags), config.data, config.model.seed).test_labels
+    return Prepared(config, data, split, test_flags)
+
+
+def require_outlier_flags(config: TrainConfig) -> None:
+    """A one-line error unless the data set's labels are outlier flags (a detection objective needs them)."""
+    dataset_outlier_flags(config, load_dataset(config.data, config.model.seed), required=True)
+
+
+def dataset_outlier_flags(config: TrainConfig, data: Dataset, required: bool = False) -> np.ndarray | None:
+    """The data set's labels as 0/1 outlier flags (`aeservice.data.outliers`), or None.
+
+    A data file's 0/1 labels are the flags; --outlier-label VALUE makes the rows labelled VALUE the
+    outliers. Asking for detection (--outlier-label, --contamination, or `required`: a detection
+    objective) with labels that are not 0/1 is a one-line error; so is --outlier-label without labels.
+    """
+    d = config.data
+    if d.outlier_label is not None and data.labels is None:
+        raise UserError(f"--outlier-label needs labels: data set {data.name} has none (give --label-column)")
+    if d.outlier_label is None and d.dataset in BUILTIN and not required:
+        return None  # a built-in set's labels are classes or colours, not outlier flags
+    asked = required or (data.labels is not None and (d.outlier_label is not None or config.model.contamination
+                                                      is not None))
+    return outlier_flags(data.labels, d.outlier_label, asked, d.label_column)
 
 
 def prepared_sizes(prepared: Prepared) -> Sizes:
@@ -97,7 +127,11 @@ def fit_and_evaluate(prepared: Prepared, callbacks: Sequence[EpochCallback] = ()
     model = build_model(cfg.model, prepared.dataset.kind)
     model.image_shape_ = prepared.dataset.image_shape
     model.fit(split.train, split.val, callbacks=callbacks, verbose=verbose)
-    return TrainResult(model, evaluate(model, split, cfg.model.seed), dict(model.history_))
+    metrics = evaluate(model, split, cfg.model.seed)
+    if prepared.test_flags is not None:  # labelled outliers: how well score and detect find them
+        found = detection_metrics(model.score(split.test), prepared.test_flags, model.threshold_)
+        metrics.update({f"test_{k}": v for k, v in found.items()})
+    return TrainResult(model, metrics, dict(model.history_))
 
 
 def fit_rows(config: TrainConfig, x: np.ndarray, data_kind: str = "continuous",

@@ -3,6 +3,7 @@
 
     python scripts/client.py rows.csv                          # encode (the default method)
     python scripts/client.py --method score rows.csv           # one anomaly score per row
+    python scripts/client.py --method detect rows.csv          # 1 for an outlier, 0 otherwise
     python scripts/client.py --method decode codes.npy         # latent rows back to data
     cat rows.csv | python scripts/client.py --method reconstruct -
     python scripts/client.py --method sample --n 16 --seed 7   # no input needed
@@ -22,7 +23,7 @@ import sys
 import urllib.error
 import urllib.request
 
-METHODS = ("encode", "decode", "reconstruct", "sample", "score", "info")
+METHODS = ("encode", "decode", "reconstruct", "sample", "score", "detect", "info")
 NO_INPUT = ("sample", "info")  # these ignore their input rows
 
 
@@ -54,9 +55,10 @@ def _numeric(row: list[str]) -> bool:
 
 
 def invoke(url: str, rows: list[list[float]], method: str = "encode", n: int | None = None,
-           seed: int | None = None, timeout: float = 60) -> list:
+           seed: int | None = None, timeout: float = 60, threshold: float | None = None) -> list:
     """POST rows to URL/invocations and return the predictions; raises RuntimeError on an error reply."""
-    params = {"method": method, **({"n": n} if n is not None else {}), **({"seed": seed} if seed is not None else {})}
+    given = {"n": n, "seed": seed, "threshold": threshold}
+    params = {"method": method, **{k: v for k, v in given.items() if v is not None}}
     body = json.dumps({"inputs": rows, "params": params}).encode()
     request = urllib.request.Request(url.rstrip("/") + "/invocations", data=body,
                                      headers={"Content-Type": "application/json"})
@@ -81,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--method", choices=METHODS, default="encode", help="default: %(default)s")
     parser.add_argument("--n", type=int, help="sample: how many rows (default 10, at most 10000)")
     parser.add_argument("--seed", type=int, help="sample: seed of the draws (default 0)")
+    parser.add_argument("--threshold", type=float, help="detect: flag scores above this (default: the model's)")
     args = parser.parse_args(argv)
     if args.method in NO_INPUT:
         rows = [[0.0]]
@@ -89,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         rows = read_rows(args.input)
     try:
-        predictions = invoke(args.url, rows, args.method, args.n, args.seed)
+        predictions = invoke(args.url, rows, args.method, args.n, args.seed, threshold=args.threshold)
     except RuntimeError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1

@@ -30,7 +30,9 @@ def test_interface_shapes_and_units(trained):
     assert z.shape == (len(test), 2)
     assert model.decode(z).shape == test.shape
     rec = model.reconstruct(test)
-    np.testing.assert_allclose(model.score(test), np.mean((test - rec) ** 2, axis=1))
+    # the score: squared errors in scaled units, each feature's divided by its mean on the training rows
+    scaled_errors = ((test - rec) / model.scaler_.scale_) ** 2
+    np.testing.assert_allclose(model.score(test), np.mean(scaled_errors / model.error_scale_, axis=1), rtol=1e-6)
     # outputs are in the data's units, not standardized ones
     assert abs(rec.mean(axis=0) - test.mean(axis=0)).max() < 0.5 * test.std(axis=0).max()
     assert set(result.metrics) >= {"val_mse", "test_mse", "explained_variance"}

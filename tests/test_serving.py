@@ -137,6 +137,23 @@ def test_sample_is_seeded_and_bounded(server):
     assert sample(n=MAX_SAMPLES).shape[0] == MAX_SAMPLES  # the documented bound itself is allowed
 
 
+def test_detect_flags_rows_above_the_trained_threshold_or_the_one_a_call_gives(server):
+    m, x = server.model, server.x
+    status, out = _post(server, *_body("inputs", x, {"method": "detect"}))
+    assert status == 200, out
+    assert out["predictions"] == (m.score(x) > m.threshold_).astype(int).tolist()
+    scores = np.sort(m.score(x))
+    middle = float((scores[1] + scores[2]) / 2)  # three of the five rows score above it
+    for fmt in ("inputs", "dataframe_split"):
+        status, out = _post(server, *_body(fmt, x, {"method": "detect", "threshold": middle}))
+        assert status == 200, out
+        assert out["predictions"] == (m.score(x) > middle).astype(int).tolist() and sum(out["predictions"]) == 3
+    status, out = _post(server, *_body("inputs", x, {"method": "score"}))  # score stays the raw score
+    np.testing.assert_allclose(out["predictions"], m.score(x), rtol=1e-4, atol=1e-4)
+    status, out = _post(server, *_body("inputs", x, {"method": "detect", "threshold": "high"}))
+    assert status == 400 and "threshold" in out["message"], out
+
+
 def test_info_says_what_the_model_is_before_any_decode(server):
     """A client reads the widths first, then calls decode and sample with them."""
     status, out = _post(server, json.dumps({"inputs": [[0]], "params": {"method": "info"}}))
@@ -144,7 +161,8 @@ def test_info_says_what_the_model_is_before_any_decode(server):
     info = out["predictions"]
     assert {k: info[k] for k in ("kind", "n_features", "latent_dim", "data_kind", "image_shape")} == {
         "kind": "vae", "n_features": 64, "latent_dim": 2, "data_kind": "image", "image_shape": [8, 8]}
-    assert info["methods"] == ["encode", "decode", "reconstruct", "sample", "score", "info"]
+    assert info["methods"] == ["encode", "decode", "reconstruct", "sample", "score", "detect", "info"]
+    assert info["threshold"] == pytest.approx(server.model.threshold_)  # what detect flags above
     status, out = _post(server, json.dumps({"inputs": [[0.0] * info["latent_dim"]], "params": {"method": "decode"}}))
     assert status == 200 and np.asarray(out["predictions"]).shape == (1, info["n_features"])
     proc = _client(server, "--method", "info")

@@ -14,9 +14,12 @@ __all__ = ["compare"]
               help="Only runs on this data set (name or path as trained). [default: all data sets]")
 @click.option("--all", "all_runs", is_flag=True,
               help="List every training run, not only the best of each data set and kind (by val_mse).")
+@click.option("--metric", default="test_mse", show_default=True,
+              help="Sort each data set's rows by this metric (errors lowest first, others highest first), e.g. "
+                   "test_roc_auc for runs trained on labelled outliers.")
 @click.option("--no-figures", is_flag=True, help="Only the table: skip loading the data and models for figures.")
 @user_errors
-def compare(experiment: str, dataset: str | None, all_runs: bool, no_figures: bool) -> None:
+def compare(experiment: str, dataset: str | None, all_runs: bool, metric: str, no_figures: bool) -> None:
     """Leaderboard of the training runs in an experiment, logged to a comparison run.
 
     Counts the finished runs tagged `model` (train runs and tune trials), shows the best run of
@@ -28,7 +31,7 @@ def compare(experiment: str, dataset: str | None, all_runs: bool, no_figures: bo
 
     if dataset is not None and dataset.strip().lower() in ("", "all"):
         dataset = None  # what the MLproject default ("all") means
-    report = run_compare(experiment, dataset=dataset, all_runs=all_runs, figures=not no_figures,
+    report = run_compare(experiment, dataset=dataset, all_runs=all_runs, figures=not no_figures, metric=metric,
                          progress=lambda message: click.echo(message, err=True))
     for line in report.lines():
         click.echo(line)

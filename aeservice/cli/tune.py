@@ -13,6 +13,7 @@ from aeservice.cli.errors import user_errors
 from aeservice.cli.options import OrAuto, WholeNumber, config_from_options, train_options
 from aeservice.config import ModelConfig, is_auto
 from aeservice.errors import UserError
+from aeservice.models.detection import DETECTION_METRICS
 
 __all__ = ["tune", "SEARCHABLE", "PRUNERS"]
 
@@ -55,6 +56,7 @@ def _searchable(func: Callable) -> Callable:
               help="Stop poor trials early, judged by their validation reconstruction each epoch.")
 @click.option("--objective", default="val_mse", show_default=True,
               help="Metric to optimise: val_mse, test_mse, explained_variance, val_elbo / test_elbo (vae), "
+                   "test_roc_auc / test_average_precision (tuning on outlier labels: needs --label-column), "
                    "or a per-epoch metric such as val_loss (its best epoch counts).")
 @click.option("--direction", type=click.Choice(["auto", "minimize", "maximize"]), default="auto",
               show_default=True, help="auto: down for errors, up for explained_variance and the ELBO.")
@@ -92,6 +94,10 @@ def tune(ctx: click.Context, n_trials: int, timeout: float, storage: str, study_
         if name not in fixed and name != "latent_dim":
             options[name] = getattr(defaults, name)
     config = config_from_options(options)
+    if objective.removeprefix("test_") in DETECTION_METRICS:  # tuning on labels: they must be outlier flags
+        from aeservice.training import require_outlier_flags
+
+        require_outlier_flags(config)
     from aeservice.tuning import TuneSettings
     from aeservice.tuning import tune as run_tune
 

@@ -16,6 +16,7 @@ import numpy as np
 from aeservice.config import ModelConfig
 from aeservice.data.preprocess import Scaler, scaler_for, scaler_from_state
 from aeservice.errors import UserError
+from aeservice.models.detection import DEFAULT_CONTAMINATION, DETECTION_LATENT_DIM, contamination_threshold, error_scale
 from aeservice.sizes import Sizes, fit_sizes
 
 __all__ = ["Autoencoder", "EpochCallback", "Searched", "resolve_latent_dim"]
@@ -26,8 +27,11 @@ EpochCallback = Callable[[int, dict], None]
 
 
 def resolve_latent_dim(config: ModelConfig, n_features: int) -> int:
-    """The default is 2 (plottable) or the feature count when the data has fewer features."""
-    return config.latent_dim if config.latent_dim is not None else min(2, n_features)
+    """The default is 2 (plottable), or DETECTION_LATENT_DIM when the config asks for detection (gives a
+    contamination), or the feature count when the data has fewer features."""
+    if config.latent_dim is not None:
+        return config.latent_dim
+    return min(2 if config.contamination is None else DETECTION_LATENT_DIM, n_features)
 
 
 class Searched(NamedTuple):
@@ -122,7 +126,17 @@ class Autoencoder(ABC):
         self.sizes_: Sizes = fit_sizes(self.config, train, self.data_kind, self.latent_dim_, self.denoises_images)
         self.history_: dict[str, list[float]] = {}
         self._fit(train, self.scaler_.transform(x_val), list(callbacks), verbose)
+        self.fit_detection(train)
         return self
+
+    def fit_detection(self, train: np.ndarray) -> float:
+        """What `score` and `detect` learn from the (scaled) training rows, once the model is fitted:
+        each feature's mean squared reconstruction error (`error_scale_`, which `score` divides by)
+        and `threshold_`, the score above which the configured share of the training rows lie."""
+        self.error_scale_ = error_scale(self._row_errors(train))
+        contamination = self.config.contamination or DEFAULT_CONTAMINATION
+        self.threshold_: float | None = contamination_threshold(self._score_scaled(train), contamination)
+        return self.threshold_
 
     # ---- the interface, in user units -------------------------------------------------------
     def encode(self, x: np.ndarray) -> np.ndarray:
@@ -139,9 +153,30 @@ class Autoencoder(ABC):
         return self._to_user(self._generate(int(n), np.random.default_rng(seed)))
 
     def score(self, x: np.ndarray) -> np.ndarray:
-        """Per-row mean squared reconstruction error in user units: an anomaly score."""
-        x = self._check_width(x, self.n_features_, "data")
-        return np.mean((x - self.reconstruct(x)) ** 2, axis=1)
+        """The anomaly score of each row, higher for rows less like the training data: its squared
+        reconstruction error per feature, in the model's scaled units (continuous data: standardized)
+        and divided by that feature's mean on the training rows (`error_scale_`), averaged over the
+        features. A feature counts by how unusual its error is, whatever its units or how well the
+        model reconstructs it; on the training rows the score averages about 1. docs/anomaly.md has
+        the measurements behind the choice."""
+        return self._score_scaled(self.scaler_.transform(self._check_width(x, self.n_features_, "data")))
+
+    def _row_errors(self, scaled: np.ndarray) -> np.ndarray:
+        """Squared reconstruction error of each row and feature, in scaled units."""
+        return (scaled - self._decode(self._encode(scaled))) ** 2
+
+    def _score_scaled(self, scaled: np.ndarray) -> np.ndarray:
+        scale = getattr(self, "error_scale_", None)  # None: saved before scores were normalised
+        errors = self._row_errors(scaled)
+        return np.mean(errors if scale is None else errors / scale, axis=1)
+
+    def detect(self, x: np.ndarray, threshold: float | None = None) -> np.ndarray:
+        """1 for rows whose score is above the threshold (the fitted `threshold_` unless given), else 0."""
+        if threshold is None:
+            threshold = getattr(self, "threshold_", None)
+            if threshold is None:
+                raise UserError("this model was saved without a detection threshold: pass one (param threshold)")
+        return (self.score(x) > threshold).astype(np.int64)
 
     def freeze(self) -> dict[str, bool]:
         """Prepare for inference only (serving); kinds with a faster inference path take it here."""
@@ -159,8 +194,10 @@ class Autoencoder(ABC):
         """What a client needs to know before calling the model: its kind, the width of its data rows
         and of its code (what `decode` takes), the data kind and, for images, their shape."""
         shape = self.image_shape_
+        threshold = getattr(self, "threshold_", None)
         return {"kind": self.kind, "n_features": int(self.n_features_), "latent_dim": int(self.latent_dim_),
-                "data_kind": self.data_kind, "image_shape": [int(v) for v in shape] if shape else None}
+                "data_kind": self.data_kind, "image_shape": [int(v) for v in shape] if shape else None,
+                "threshold": None if threshold is None else float(threshold)}
 
     def evaluation_metrics(self, x: np.ndarray, seed: int = 0) -> dict[str, float]:
         """Kind-specific extra metrics on held-out rows (the VAE adds its ELBO)."""
@@ -182,10 +219,13 @@ class Autoencoder(ABC):
         }
         if self.image_shape_:
             meta["image_shape"] = [int(v) for v in self.image_shape_]
+        if getattr(self, "threshold_", None) is not None:
+            meta["threshold"] = float(self.threshold_)  # `detect`'s, from the training scores
         if getattr(self, "kept_", None):
             meta["kept"] = self.kept_  # which fit the training kept (see KerasAutoencoder._fit)
         (path / "meta.json").write_text(json.dumps(meta, indent=2))
-        np.savez(path / "state.npz", **self.scaler_.state(), **self._state())
+        detection = {} if getattr(self, "error_scale_", None) is None else {"error_scale": self.error_scale_}
+        np.savez(path / "state.npz", **self.scaler_.state(), **detection, **self._state())
         self._save_files(path)
         return path
 
@@ -200,11 +240,13 @@ class Autoencoder(ABC):
         model.sizes_ = _sizes_from(meta, config)
         if "kept" in meta:
             model.kept_ = meta["kept"]
+        model.threshold_ = meta.get("threshold")  # None: saved before thresholds were
         if meta.get("image_shape"):  # models saved before it was saved: not known
             model.image_shape_ = tuple(meta["image_shape"])
         with np.load(path / "state.npz", allow_pickle=False) as state:
             arrays = {k: state[k] for k in state.files}
         model.scaler_ = scaler_from_state(meta["scaler"], arrays)
+        model.error_scale_ = arrays.get("error_scale")  # None: saved before scores were normalised
         model.history_ = {}
         model._load(path, arrays)
         return model

@@ -72,12 +72,31 @@ def _sample(model: Autoencoder, x: np.ndarray, params: dict) -> np.ndarray:
     return model.sample(n, seed)
 
 
+def _float_param(params: dict, name: str) -> float | None:
+    value = params.get(name)
+    if value is None:
+        return None
+    try:
+        number = float(value) if not isinstance(value, bool) else float("nan")
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not np.isfinite(number):
+        raise UserError(f"param {name!r} must be a number, got {value!r}")
+    return number
+
+
+def _detect(model: Autoencoder, x: np.ndarray, params: dict) -> np.ndarray:
+    """1 where the score is above the threshold the model was trained with, or `threshold` if given."""
+    return model.detect(x, _float_param(params, "threshold"))
+
+
 METHODS: dict[str, Callable[[Autoencoder, np.ndarray, dict], np.ndarray]] = {
     "encode": lambda m, x, p: m.encode(x),
     "decode": lambda m, x, p: m.decode(x),
     "reconstruct": lambda m, x, p: m.reconstruct(x),
     "sample": _sample,
     "score": lambda m, x, p: m.score(x),
+    "detect": _detect,
 }
 
 
@@ -122,4 +141,4 @@ def warm_up(model: Autoencoder) -> None:
     for rows in (1, 2):
         for method in METHODS:
             run_method(model, latent[:rows] if method == "decode" else data[:rows],
-                       {"method": method, "n": rows})
+                       {"method": method, "n": rows, "threshold": 0.0})  # detect: also models saved without one

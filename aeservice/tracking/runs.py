@@ -48,6 +48,7 @@ SIGNATURE = ModelSignature(
         ParamSpec("method", "string", "encode"),
         ParamSpec("n", "long", DEFAULT_SAMPLES),
         ParamSpec("seed", "long", 0),
+        ParamSpec("threshold", "double", None),  # detect: None is the model's own threshold
     ]),
 )
 

@@ -22,6 +22,7 @@ import optuna
 
 from aeservice.errors import UserError
 from aeservice.models import MODELS, EpochCallback
+from aeservice.models.detection import DETECTION_METRICS
 from aeservice.tracking import run_name, train_run
 from aeservice.training import Prepared, TrainResult, epoch_cap, prepare
 from aeservice.tuning.space import Param, apply_params, suggest
@@ -66,6 +67,8 @@ def _neg_elbo_free(logs: dict) -> float | None:  # -(recon + kl): the ELBO whate
     return -(logs["val_recon"] + logs.get("val_kl", 0.0))
 
 
+DETECTION_OBJECTIVES = DETECTION_METRICS[:2]  # roc_auc, average_precision: measures of the score itself
+
 # Final metrics a study can optimise. Each trial reports its per-epoch validation reconstruction
 # term (what val_mse measures at the end) so the pruner compares like with like across trials;
 # for the ELBO it reports recon + KL without beta, since beta itself is searched.
@@ -75,6 +78,9 @@ FINAL_OBJECTIVES: dict[str, ObjectiveSpec] = {s.name: s for s in (
     ObjectiveSpec("explained_variance", "maximize", lambda logs: None if _recon(logs) is None else -_recon(logs)),
     ObjectiveSpec("val_elbo", "maximize", _neg_elbo_free, needs="elbo"),
     ObjectiveSpec("test_elbo", "maximize", _neg_elbo_free, needs="elbo"),
+    # Tuning on labels: the test rows' outlier flags choose the settings (docs/anomaly.md).
+    *(ObjectiveSpec(f"test_{name}", "maximize", lambda logs: None if _recon(logs) is None else -_recon(logs))
+      for name in DETECTION_OBJECTIVES),
 )}
 
 
@@ -108,8 +114,8 @@ def objective_spec(name: str, kind: str, direction: str | None = None) -> Object
 
 
 def objective_value(spec: ObjectiveSpec, result: TrainResult) -> float:
-    if spec.final:
-        return float(result.metrics[spec.name])
+    if spec.final:  # a detection metric is missing when the test rows hold one class only: a failed trial
+        return float(result.metrics.get(spec.name, float("nan")))
     values = [v for v in result.history.get(spec.name, []) if math.isfinite(v)]
     if not values:
         return float("nan")  # Optuna records a NaN objective as a failed trial
