@@ -16,7 +16,9 @@ import numpy as np
 from aeservice.config import ModelConfig
 from aeservice.data.preprocess import Scaler, scaler_for, scaler_from_state
 from aeservice.errors import UserError
-from aeservice.models.detection import DEFAULT_CONTAMINATION, DETECTION_LATENT_DIM, contamination_threshold, error_scale
+from aeservice.data.rows import sample_rows
+from aeservice.models.detection import (CALIBRATION_ROWS, DEFAULT_CONTAMINATION, DETECTION_LATENT_DIM,
+                                        contamination_threshold, error_scale)
 from aeservice.sizes import Sizes, fit_sizes
 
 __all__ = ["Autoencoder", "EpochCallback", "Searched", "resolve_latent_dim"]
@@ -126,7 +128,7 @@ class Autoencoder(ABC):
         self.sizes_: Sizes = fit_sizes(self.config, train, self.data_kind, self.latent_dim_, self.denoises_images)
         self.history_: dict[str, list[float]] = {}
         self._fit(train, self.scaler_.transform(x_val), list(callbacks), verbose)
-        self.fit_detection(train)
+        self.fit_detection(train[sample_rows(len(train), CALIBRATION_ROWS, self.config.seed)])
         return self
 
     def fit_detection(self, train: np.ndarray) -> float:
