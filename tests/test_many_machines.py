@@ -127,15 +127,17 @@ def test_commands_work_against_the_tracking_server(server, cluster, tmp_path):
     from aeservice.cli import aeservice_command
 
     storage = cluster.createdb("optuna_cmds")
-    trainer = start(server, tmp_path / "m1", "train", "--model", "pca", *TINY, "--experiment", "cmds")
+    code, out, err = finish(start(server, tmp_path / "m1", "train", "--model", "pca", *TINY, "--experiment", "cmds"))
+    assert code == 0, err[-3000:]
     tuner = start(server, tmp_path / "m2", *tune_args("cmds-pca", storage, 0, 2, "cmds", model="pca"),
                   "--register-as", "scale-pca")
-    (code, _, err), (tcode, tout, terr) = finish(trainer), finish(tuner)
-    assert code == 0, err[-3000:]
+    tcode, tout, terr = finish(tuner)
     assert tcode == 0, terr[-3000:]
     assert "registered scale-pca version 1" in tout, tout
-    trained = [r for r in runs_of("cmds") if "optuna.trial" not in r.data.tags and "optuna.study" not in r.data.tags]
-    assert len(trained) == 1 and trained[0].info.status == "FINISHED" and has_model(trained[0].info.run_id)
+    found = runs_of("cmds")
+    trained = [r for r in found if "optuna.trial" not in r.data.tags and "optuna.study" not in r.data.tags]
+    assert len(trained) == 1, (out, [(r.info.run_name, r.info.status, sorted(r.data.tags)) for r in found])
+    assert trained[0].info.status == "FINISHED" and has_model(trained[0].info.run_id)
     assert not [p for p in tmp_path.rglob("*") if p.name in ("mlruns", "mlartifacts", "mlflow.db")]  # all on the server
     assert list(server.artifacts.rglob("MLmodel"))  # proxied: the server wrote them
 
