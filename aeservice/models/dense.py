@@ -31,13 +31,15 @@ class DenseAutoencoder(KerasAutoencoder):
     code_activation: str | None = None  # linear code: no clipped or dead latent units
 
     def _build_encoder(self) -> keras.Model:
-        from aeservice.models.layers import dense, dense_stack
-
-        keras, c = keras_module(), self.config
+        keras = keras_module()
         x = keras.Input((self.n_features_,), name="x")
-        h = dense_stack(x, self.sizes_.hidden, self.sizes_.activation, c.weight_decay, "enc", self.init_seed_)
-        z = dense(self.latent_dim_, "code", self.init_seed_, self.code_activation, c.weight_decay)(h)
-        return keras.Model(x, z, name="encoder")
+        return keras.Model(x, self._code(self._encoder_trunk(x)), name="encoder")
+
+    def _code(self, h):
+        """The code layer on the encoder's last hidden output (a kind may add to it: k-sparse)."""
+        from aeservice.models.layers import dense
+
+        return dense(self.latent_dim_, "code", self.init_seed_, self.code_activation, self.config.weight_decay)(h)
 
     def _linear_start(self, mean, variances, axes, x_train):
         """PCA: whitened scores as the code, their inverse as the decoder. A ReLU code (sparse)

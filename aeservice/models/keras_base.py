@@ -124,6 +124,13 @@ class KerasAutoencoder(Autoencoder):
     def _output_activation(self) -> str | None:
         return "sigmoid" if self.data_kind == "image" else None
 
+    def _encoder_trunk(self, x):
+        """The encoder's hidden layers on its input, up to (not including) the code layer(s)."""
+        from aeservice.models.layers import dense_stack
+
+        c = self.config
+        return dense_stack(x, self.sizes_.hidden, self.sizes_.activation, c.weight_decay, "enc", self.init_seed_)
+
     def _build_decoder(self) -> keras.Model:
         from aeservice.models.layers import dense, dense_stack
 

@@ -61,12 +61,12 @@ class VariationalAutoencoder(KerasAutoencoder):
         return self.data_kind != "image"
 
     def _build(self):
-        from aeservice.models.layers import (KLDivergence, Sampling, ScheduledWeight, bernoulli_nll, dense, dense_stack,
+        from aeservice.models.layers import (KLDivergence, Sampling, ScheduledWeight, bernoulli_nll, dense,
                                              gaussian_nll, mean_of_prediction)
 
         keras, c = keras_module(), self.config
         x = keras.Input((self.n_features_,), name="x")
-        h = dense_stack(x, self.sizes_.hidden, self.sizes_.activation, c.weight_decay, "enc", self.init_seed_)
+        h = self._encoder_trunk(x)
         mean = dense(self.latent_dim_, "z_mean", self.init_seed_)(h)
         log_var = dense(self.latent_dim_, "z_log_var", self.init_seed_)(h)
         self.encoder_ = keras.Model(x, [mean, log_var], name="encoder")
