@@ -76,6 +76,11 @@ class ModelConfig:
     # hidden: encoder widths, the decoder mirrors them; auto: 256,128
     hidden: tuple[int, ...] | None = field(default=None, metadata={
         "help": "Hidden layer widths of the encoder, comma-separated; the decoder mirrors them.", "auto": "{hidden}"})
+    # arch: dense layers, or convolutions over each row as an image (aeservice.sizes, CONV_FILTERS)
+    arch: str = field(default="auto", metadata={
+        "choices": ("auto", "dense", "conv"),
+        "help": "Encoder and decoder: dense layers, or conv (stride-2 3x3 convolutions, for images of known height "
+                "and width; --hidden then gives their filter counts). auto: {arch}."})
     # activation and input_noise: None (auto) is chosen by the data kind (aeservice.sizes): images
     # get gelu and denoising (digits AE 0.56x PCA's test MSE at latent 2 against relu's 0.71x),
     # continuous data relu and none (gelu left the 1-D curves near-linear: scurve VAE 1.5x PCA).
@@ -196,6 +201,7 @@ class TrainConfig:
             (m.activation is None or m.activation in ACTIVATIONS,
              f"activation must be one of {', '.join(ACTIVATIONS)} or auto, got {m.activation!r}"),
             (m.input_noise is None or m.input_noise >= 0, f"input_noise must be non-negative, got {m.input_noise}"),
+            (m.arch in ("auto", "dense", "conv"), f"arch must be auto, dense or conv, got {m.arch!r}"),
             (m.hidden is None or all(_whole(h) and h >= 1 for h in m.hidden),
              f"hidden layer sizes must be positive whole numbers, got {m.hidden}"),
         ]

@@ -14,8 +14,9 @@ import numpy as np
 
 from aeservice.config import ModelConfig
 from aeservice.data.preprocess import principal_axes
+from aeservice.errors import UserError
 
-__all__ = ["Sizes", "resolve_sizes", "fit_sizes", "unexplained_rms", "describe"]
+__all__ = ["Sizes", "resolve_arch", "resolve_sizes", "fit_sizes", "unexplained_rms", "describe"]
 
 MIN_BATCH, MAX_BATCH = 16, 512  # a few rows per step at least; beyond 512 a step costs more than it gains
 BATCH_PER_SQRT_ROW = 2.0  # 64 for the benchmark's 850-1700 rows, 32 for 200, 256 for 8500
@@ -35,6 +36,13 @@ HIDDEN = (256, 128)
 # near-linear and left the 1-D curves there (scurve AE 0.05x PCA against 0.02x, VAE 1.5x against
 # 0.19x). The VAE's own sampling is its noise.
 IMAGE_ACTIVATION, CONTINUOUS_ACTIVATION = "gelu", "relu"
+# Convolutional nets (--arch conv): each layer a 3x3 convolution of stride 2, so two of them take
+# 28x28 images to 7x7 maps; the decoder mirrors them with transposed convolutions. Filter counts
+# as in keras-io's VAE example; `--hidden` gives others.
+CONV_FILTERS = (32, 64)
+# auto arch: convolutions for images of at least CONV_MIN_SIDE pixels a side, dense otherwise.
+# (docs/images.md has the measurements on MNIST and digits.)
+CONV_MIN_SIDE = 16
 # Patience, the learning-rate plateau and the KL warm-up are counted in epochs, but what they
 # need is gradient steps: with 60 rows an epoch is 3 steps, so 30 epochs of patience gave a net
 # 90 steps to improve where 1000 rows gave it 330, and small fits stopped while still climbing
@@ -63,6 +71,7 @@ class Sizes:
     kl_warmup: int = 0
     restarts: int = 1  # fits always made
     max_restarts: int = 1  # fits made while none beats the linear model (see KerasAutoencoder._fit)
+    arch: str = "dense"  # "dense", or "conv": `hidden` are then filter counts (models saved before: dense)
 
 
 def _power_of_two(value: float, low: int, high: int) -> int:
@@ -77,8 +86,23 @@ def unexplained_rms(x: np.ndarray, latent: int, seed: int = 0) -> float:
     return float(np.sqrt(float(variances[latent:].sum()) / x.shape[1]))
 
 
+def resolve_arch(config: ModelConfig, data_kind: str, image_shape: tuple[int, ...] | None) -> str:
+    """dense or conv: as given, else conv for images of known shape at least CONV_MIN_SIDE a side.
+
+    A given conv needs that shape: the one-line error says so (before any run starts, as
+    `training.prepare` asks here first)."""
+    known = data_kind == "image" and image_shape is not None
+    if config.arch == "conv" and not known:
+        raise UserError("--arch conv needs images of known height and width (an image file, a 2-D or 3-D array per "
+                        "row, or a square pixel count); use --arch dense")
+    if config.arch != "auto":
+        return config.arch
+    return "conv" if known and min(image_shape[:2]) >= CONV_MIN_SIDE else "dense"
+
+
 def resolve_sizes(config: ModelConfig, n_rows: int, data_kind: str = "continuous",
-                  unexplained: float = 0.0, denoises: bool = False) -> Sizes:
+                  unexplained: float = 0.0, denoises: bool = False,
+                  image_shape: tuple[int, ...] | None = None) -> Sizes:
     """The config's sizes, with each one left at None (auto) chosen from the training rows.
 
     Batch: about 2 * sqrt(rows), so steps per epoch also grow like sqrt(rows): small data gets
@@ -92,7 +116,8 @@ def resolve_sizes(config: ModelConfig, n_rows: int, data_kind: str = "continuous
     batch = config.batch_size or _power_of_two(BATCH_PER_SQRT_ROW * math.sqrt(n_rows), MIN_BATCH, MAX_BATCH)
     steps = max(1, math.ceil(n_rows / min(batch, max(n_rows, 1))))
     epochs = config.epochs or int(min(MAX_EPOCHS, max(MIN_EPOCHS, math.ceil(STEP_BUDGET / steps))))
-    hidden = tuple(config.hidden) if config.hidden is not None else HIDDEN
+    arch = resolve_arch(config, data_kind, image_shape)
+    hidden = tuple(config.hidden) if config.hidden is not None else (CONV_FILTERS if arch == "conv" else HIDDEN)
     image = data_kind == "image"
     activation = config.activation or (IMAGE_ACTIVATION if image else CONTINUOUS_ACTIVATION)
     noise = config.input_noise
@@ -101,18 +126,21 @@ def resolve_sizes(config: ModelConfig, n_rows: int, data_kind: str = "continuous
     pace = max(1.0, PACE_STEPS / steps)  # epochs that make one epoch's worth of steps
     restarts = config.restarts or int(min(MAX_RESTARTS, max(1, round(RESTART_ROWS / max(n_rows, 1)))))
     return Sizes(hidden, epochs, batch, activation, float(noise), math.ceil(config.patience * pace),
-                 math.ceil(config.kl_warmup * pace), restarts, config.restarts or MAX_RESTARTS)
+                 math.ceil(config.kl_warmup * pace), restarts, config.restarts or MAX_RESTARTS, arch)
 
 
-def fit_sizes(config: ModelConfig, x: np.ndarray, data_kind: str, latent: int, denoises: bool = False) -> Sizes:
+def fit_sizes(config: ModelConfig, x: np.ndarray, data_kind: str, latent: int, denoises: bool = False,
+              image_shape: tuple[int, ...] | None = None) -> Sizes:
     """`resolve_sizes` for these scaled training rows: auto input noise needs the rows themselves."""
     needed = config.input_noise is None and denoises and data_kind == "image"
-    return resolve_sizes(config, len(x), data_kind, unexplained_rms(x, latent) if needed else 0.0, denoises)
+    return resolve_sizes(config, len(x), data_kind, unexplained_rms(x, latent) if needed else 0.0, denoises,
+                         image_shape)
 
 
 def describe(denoising_kinds: tuple[str, ...]) -> dict[str, str]:
     """The rule in words, for `--help`: one phrase per size (`denoising_kinds` get input noise)."""
-    return {"hidden": ",".join(map(str, HIDDEN)) + " (measured: neither narrower for few rows nor wider for many paid)",
+    return {"arch": f"conv for images of {CONV_MIN_SIDE}x{CONV_MIN_SIDE} pixels or more, dense otherwise",
+            "hidden": ",".join(map(str, HIDDEN)) + " (measured: neither narrower for few rows nor wider for many paid)",
             "batch_size": f"~{BATCH_PER_SQRT_ROW:g} x sqrt(training rows) as a power of two in {MIN_BATCH}-{MAX_BATCH}",
             "epochs": f"{STEP_BUDGET} steps' worth, {MIN_EPOCHS}-{MAX_EPOCHS}",
             "activation": f"{IMAGE_ACTIVATION} for image data, {CONTINUOUS_ACTIVATION} otherwise",

@@ -20,7 +20,7 @@ from aeservice.models import (MODELS, Autoencoder, EpochCallback, build_model, c
                               resolve_latent_dim)
 from aeservice.models.detection import detection_metrics
 from aeservice.models.keras_base import KerasAutoencoder, keras_module
-from aeservice.sizes import Sizes, fit_sizes, resolve_sizes
+from aeservice.sizes import Sizes, fit_sizes, resolve_arch, resolve_sizes
 
 __all__ = ["Prepared", "TrainResult", "import_libraries", "prepare", "prepared_sizes", "epoch_cap", "used_params",
            "fit_and_evaluate", "fit_rows", "evaluate", "dataset_outlier_flags",
@@ -59,6 +59,8 @@ def prepare(config: TrainConfig, dataset: Dataset | None = None) -> Prepared:
     data = dataset if dataset is not None else load_dataset(config.data, config.model.seed)
     split = split_dataset(data, config.data, config.model.seed)
     check_sizes(config.model, data.n_features, len(split.train), f"data set {data.name}")
+    if model_class(config.model.model).trains_in_epochs:
+        resolve_arch(config.model, data.kind, data.image_shape)  # --arch conv on rows that are not images: one line
     flags = dataset_outlier_flags(config, data)
     test_flags = None if flags is None else split_dataset(
         dataclasses.replace(data, labels=flags), config.data, config.model.seed).test_labels
@@ -92,14 +94,15 @@ def prepared_sizes(prepared: Prepared) -> Sizes:
     config, train, kind = prepared.config.model, prepared.split.train, prepared.dataset.kind
     denoises = model_class(config.model).denoises_images
     if not (config.input_noise is None and denoises and kind == "image"):  # no rows needed: no scaled copy
-        return resolve_sizes(config, len(train), kind, 0.0, denoises)
+        return resolve_sizes(config, len(train), kind, 0.0, denoises, prepared.dataset.image_shape)
     return fit_sizes(config, scaler_for(kind).fit(train).transform(train), kind,
-                     resolve_latent_dim(config, train.shape[1]), denoises)
+                     resolve_latent_dim(config, train.shape[1]), denoises, prepared.dataset.image_shape)
 
 
 def epoch_cap(prepared: Prepared) -> int:
     """The most epochs a fit of these rows will run: the epoch rule needs no pass over the data."""
-    return resolve_sizes(prepared.config.model, len(prepared.split.train), prepared.dataset.kind).epochs
+    data = prepared.dataset
+    return resolve_sizes(prepared.config.model, len(prepared.split.train), data.kind, image_shape=data.image_shape).epochs
 
 
 def used_params(model: Autoencoder) -> dict[str, Any]:
@@ -107,7 +110,7 @@ def used_params(model: Autoencoder) -> dict[str, Any]:
     used: dict[str, Any] = {"latent_dim_used": model.latent_dim_}
     if model.trains_in_epochs:  # else no net, epochs or batches (PCA)
         sizes = model.sizes_
-        used.update(hidden_used=",".join(map(str, sizes.hidden)) or "none", epochs_used=sizes.epochs,
+        used.update(arch_used=sizes.arch, hidden_used=",".join(map(str, sizes.hidden)) or "none", epochs_used=sizes.epochs,
                     epochs_trained=len(model.history_.get("loss", [])),  # every fit's, restarts included
                     batch_size_used=sizes.batch_size, activation_used=sizes.activation,
                     input_noise_used=sizes.input_noise, patience_used=sizes.patience,

@@ -138,7 +138,7 @@ def test_fused_epochs_train_exactly_as_keras_fit_does(kind, extra, monkeypatch):
 
     fused, fused_out = history()
     monkeypatch.setattr(fused_module, "fuse_epochs", lambda model, validation=None: False)  # read at each fit
-    monkeypatch.setattr(fused_module, "compile_options", lambda n_rows, batch_size: {})
+    monkeypatch.setattr(fused_module, "compile_options", lambda n_rows, batch_size, convolutional=False: {})
     plain, plain_out = history()
     assert fused.keys() == plain.keys() and "val_loss" in fused
     for key in plain:

@@ -17,6 +17,12 @@ _PHASES = ("imports", "data", "fit", "tracking in fit", "tracking", "saving the 
            "waiting for tracking")
 
 
+def _net(sizes) -> str:
+    """The nets in a few words: "hidden 256,128" or "conv filters 32,64"."""
+    widths = ",".join(map(str, sizes.hidden)) or "none"
+    return f"conv filters {widths}" if sizes.arch == "conv" else f"hidden {widths}"
+
+
 def _fits(sizes) -> str:
     """How many seeded fits `train` makes, for its announce line."""
     if sizes.max_restarts == 1:
@@ -51,7 +57,7 @@ def train(quiet: bool, **options: Any) -> None:
         kind = MODELS[config.model.model]
         epochs = kind.trains_in_epochs  # else one fit, no net (PCA)
         net = "" if not epochs else (
-            f"; hidden {','.join(map(str, sizes.hidden)) or 'none'}, batch {sizes.batch_size}, "
+            f"; {_net(sizes)}, batch {sizes.batch_size}, "
             f"at most {sizes.epochs} epochs" + _fits(sizes)
             + f"; {sizes.activation}" + (f", input noise {sizes.input_noise:g}" if sizes.input_noise else "")
             + (f"; {kind.fit_note}" if kind.fit_note else ""))

@@ -125,7 +125,8 @@ class Autoencoder(ABC):
         self.latent_dim_ = resolve_latent_dim(self.config, self.n_features_)
         self.scaler_: Scaler = scaler_for(self.data_kind).fit(x_train)
         train = self.scaler_.transform(x_train)
-        self.sizes_: Sizes = fit_sizes(self.config, train, self.data_kind, self.latent_dim_, self.denoises_images)
+        self.sizes_: Sizes = fit_sizes(self.config, train, self.data_kind, self.latent_dim_, self.denoises_images,
+                                       self.image_shape_)
         self.history_: dict[str, list[float]] = {}
         self._fit(train, self.scaler_.transform(x_val), list(callbacks), verbose)
         self.fit_detection(train[sample_rows(len(train), CALIBRATION_ROWS, self.config.seed)])

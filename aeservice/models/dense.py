@@ -7,7 +7,7 @@ import numpy as np
 
 from aeservice.data import rows
 from aeservice.models.base import Searched
-from aeservice.models.keras_base import KerasAutoencoder, keras_module
+from aeservice.models.keras_base import KerasAutoencoder, infer, keras_module
 from aeservice.models.mixture import fit_mixture, sample_mixture
 
 if TYPE_CHECKING:
@@ -122,13 +122,19 @@ class SparseAutoencoder(DenseAutoencoder):
         """
         from aeservice.models.plan import dense_plan
 
-        plan = dense_plan(self.encoder_) if self.code_activation == "relu" else None
-        if plan is None:
+        if self.code_activation != "relu":
             return {}
-        name, source, kernel, bias, _ = plan.steps[-1]
-        plan.steps[-1] = (name, source, kernel, bias, "linear")  # the code before its ReLU
-        pre = plan(x_train[:_START_ROWS])
-        return {name: [kernel, bias - pre.min(axis=0) + _START_LIFT * pre.std(axis=0)]}
+        rows_in = x_train[:_START_ROWS]
+        plan = dense_plan(self.encoder_)
+        if plan is not None:  # dense nets: numpy, no compile
+            name, source, kernel, bias, _ = plan.steps[-1]
+            plan.steps[-1] = (name, source, kernel, bias, "linear")  # the code before its ReLU
+            pre = plan(rows_in)
+        else:  # convolutions: the hidden output the code reads, through Keras
+            code = self.encoder_.get_layer("code")
+            kernel, bias = code.get_weights()
+            pre = infer(keras_module().Model(self.encoder_.inputs, code.input), rows_in) @ kernel + bias
+        return {"code": [kernel, bias - pre.min(axis=0) + _START_LIFT * pre.std(axis=0)]}
 
     def _terms(self, z):
         from aeservice.models.layers import SparsityPenalty, mean_of_prediction

@@ -14,8 +14,10 @@ The files, in the model directory beside meta.json and state.npz:
     plans.npz                      the checked plans (absent if no net has one); for each
                                    planned net N ("encoder", "decoder") the keys
         N_layout        JSON text: {"input": name, "outputs": [names],
-                                    "steps": [[name, source, activation, has_bias], ...]}
-        N_<i>_kernel    step i's kernel (float32); N_<i>_bias its bias, if has_bias
+                                    "steps": [[name, source, activation, has_bias], ...],
+                                    "ops": {name: [op, params]}}  (ops: only non-Dense steps)
+        N_<i>_kernel    step i's kernel (float32; none for reshape, flatten, crop); N_<i>_bias its
+                        bias, if has_bias
         N_probe         the probe batch the plan was checked on
         N_expected_<j>  the Keras net's j-th output on the probe
 
@@ -31,7 +33,7 @@ from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 
-from aeservice.models.plan import ACTIVATIONS, DensePlan, dense_plan
+from aeservice.models.plan import ACTIVATIONS, PLAN_OPS, DensePlan, dense_plan
 
 if TYPE_CHECKING:
     import keras
@@ -182,8 +184,12 @@ def _plan_arrays(plan: DensePlan, name: str) -> dict[str, np.ndarray]:
     layout = {"input": plan.input_name, "outputs": plan.outputs,
               "steps": [[step, source, activation, bias is not None]
                         for step, source, _, bias, activation in plan.steps]}
+    if plan.ops:
+        layout["ops"] = {step: [op, params] for step, (op, params) in plan.ops.items()}
     arrays = {f"{name}_layout": np.array(json.dumps(layout))}
     for i, (_, _, kernel, bias, _) in enumerate(plan.steps):
+        if kernel is None:  # a layer that only moves values (reshape, flatten, crop)
+            continue
         arrays[f"{name}_{i}_kernel"] = kernel
         if bias is not None:
             arrays[f"{name}_{i}_bias"] = bias
@@ -194,13 +200,16 @@ def _plan_from(arrays: Mapping[str, np.ndarray], name: str) -> DensePlan | None:
     """The inverse of `_plan_arrays`; None if arrays are missing or name an unknown activation."""
     try:
         layout = json.loads(str(arrays[f"{name}_layout"]))
+        ops = {step: (op, params) for step, (op, params) in layout.get("ops", {}).items()}
         steps = []
         for i, (step, source, activation, has_bias) in enumerate(layout["steps"]):
-            if activation not in ACTIVATIONS:
+            if activation not in ACTIVATIONS or ops.get(step, ("dense",))[0] not in PLAN_OPS:
                 return None
             bias = np.asarray(arrays[f"{name}_{i}_bias"], dtype=np.float32) if has_bias else None
-            steps.append((step, source, np.asarray(arrays[f"{name}_{i}_kernel"], dtype=np.float32), bias, activation))
-        return DensePlan(layout["input"], steps, list(layout["outputs"]))
+            moves = ops.get(step, ("dense",))[0] in ("reshape", "flatten", "crop")
+            kernel = None if moves else np.asarray(arrays[f"{name}_{i}_kernel"], dtype=np.float32)
+            steps.append((step, source, kernel, bias, activation))
+        return DensePlan(layout["input"], steps, list(layout["outputs"]), ops)
     except (KeyError, ValueError, TypeError):
         return None
 

@@ -126,17 +126,27 @@ class KerasAutoencoder(Autoencoder):
 
     def _encoder_trunk(self, x):
         """The encoder's hidden layers on its input, up to (not including) the code layer(s)."""
-        from aeservice.models.layers import dense_stack
+        from aeservice.models.layers import conv_stack, dense_stack
 
-        c = self.config
-        return dense_stack(x, self.sizes_.hidden, self.sizes_.activation, c.weight_decay, "enc", self.init_seed_)
+        c, s = self.config, self.sizes_
+        if self._convolutional():
+            return conv_stack(x, self.image_shape_, s.hidden, s.activation, c.weight_decay, "enc", self.init_seed_)
+        return dense_stack(x, s.hidden, s.activation, c.weight_decay, "enc", self.init_seed_)
+
+    def _convolutional(self) -> bool:
+        """Whether the nets being built convolve (a linear model, hidden none, never does)."""
+        return self.sizes_.arch == "conv" and bool(self.sizes_.hidden)
 
     def _build_decoder(self) -> keras.Model:
-        from aeservice.models.layers import dense, dense_stack
+        from aeservice.models.layers import deconv_stack, dense, dense_stack
 
-        keras, c = keras_module(), self.config
+        keras, c, s = keras_module(), self.config, self.sizes_
         z = keras.Input((self.latent_dim_,), name="z")
-        h = dense_stack(z, tuple(reversed(self.sizes_.hidden)), self.sizes_.activation, c.weight_decay, "dec", self.init_seed_)
+        if self._convolutional():
+            out = deconv_stack(z, self.image_shape_, s.hidden, s.activation, self._output_activation(), c.weight_decay,
+                               "dec", self.init_seed_)
+            return keras.Model(z, out, name="decoder")
+        h = dense_stack(z, tuple(reversed(s.hidden)), s.activation, c.weight_decay, "dec", self.init_seed_)
         out = dense(self.n_features_, "dec_out", self.init_seed_, self._output_activation(), c.weight_decay)(h)
         return keras.Model(z, out, name="decoder")
 
@@ -200,7 +210,7 @@ class KerasAutoencoder(Autoencoder):
         else:
             self.kept_ = "linear"
             self.encoder_, self.decoder_ = linear
-            self.sizes_ = dataclasses.replace(self.sizes_, hidden=())
+            self.sizes_ = dataclasses.replace(self.sizes_, hidden=(), arch="dense")
         # Everything after training (metrics, mixture, plots, the logged model's check) is
         # inference on arrays of many shapes; plans need no per-shape compile (JAX: ~0.08 s each).
         self.freeze()
@@ -218,7 +228,7 @@ class KerasAutoencoder(Autoencoder):
         _set_weights((self.encoder_, self.decoder_), self._start_weights(xt))
         batch_size = min(self.sizes_.batch_size, len(xt))
         model.compile(optimizer=keras.optimizers.Adam(c.learning_rate), loss=losses, loss_weights=weights,
-                      **compile_options(len(xt), batch_size))
+                      **compile_options(len(xt), batch_size, self._convolutional()))
         val_targets = {name: (xv if name == "recon" else np.zeros((len(xv), 1), "float32")) for name in losses}
         # Validation needs no small batches: one batch is one compiled shape and one step per epoch.
         val_batch = min(len(xv), _MAX_VAL_BATCH)
@@ -270,7 +280,7 @@ class KerasAutoencoder(Autoencoder):
         The nets are the kind's own with no hidden layer, so the linear model saves, plans and
         serves like any other (its `hidden_used` is "none")."""
         trained, nets = self.sizes_, self.nets_
-        self.sizes_, self.nets_ = dataclasses.replace(trained, hidden=()), FrozenNets()  # _build sets the nets
+        self.sizes_, self.nets_ = dataclasses.replace(trained, hidden=(), arch="dense"), FrozenNets()  # _build sets them
         try:
             self._build()
             mean, variances, axes = principal_axes(x_train, self.config.seed)

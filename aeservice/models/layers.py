@@ -14,7 +14,8 @@ from keras import ops
 
 import aeservice.models.keras_patch  # noqa: F401  (TensorFlow stays unimported on other backends; see there)
 
-__all__ = ["dense", "dense_stack", "gelu_tanh", "HostGlorotUniform", "HostZeros", "Sampling", "KLDivergence",
+__all__ = ["dense", "dense_stack", "conv", "conv_stack", "deconv_stack", "conv_grid", "image_dims",
+           "gelu_tanh", "HostGlorotUniform", "HostZeros", "Sampling", "KLDivergence",
            "ScheduledWeight", "SparsityPenalty", "MIN_VARIANCE", "gaussian_nll",
            "bernoulli_nll", "mean_of_prediction"]
 
@@ -34,6 +35,9 @@ class HostGlorotUniform(keras.initializers.Initializer):
 
     def __call__(self, shape, dtype=None):
         fan_in, fan_out = (shape[0], shape[-1]) if len(shape) > 1 else (shape[0], shape[0])
+        if len(shape) > 2:  # a convolution kernel (kh, kw, in, out): fans count its window, as Keras's do
+            window = int(np.prod(shape[:-2]))
+            fan_in, fan_out = window * shape[-2], window * shape[-1]
         limit = math.sqrt(6.0 / (fan_in + fan_out))
         return np.random.default_rng(self.seed).uniform(-limit, limit, size=shape).astype(dtype or "float32")
 
@@ -74,6 +78,61 @@ def dense_stack(x, sizes, activation: str, l2: float, prefix: str, seed: int):
     for i, size in enumerate(sizes):
         x = dense(size, f"{prefix}_{i}", seed, activation, l2)(x)
     return x
+
+
+CONV_KERNEL, CONV_STRIDE = 3, 2  # each convolution halves height and width (rounding up)
+
+
+def conv(filters: int, name: str, seed: int, activation: str | None = None, l2: float = 0.0,
+         transposed: bool = False):
+    """A 3x3 stride-2 convolution ("same" padding), or its transpose (doubles height and width),
+    with the same host-side, name-seeded init as `dense`."""
+    layer = keras.layers.Conv2DTranspose if transposed else keras.layers.Conv2D
+    return layer(filters, CONV_KERNEL, strides=CONV_STRIDE, padding="same", name=name,
+                 activation=_ACTIVATIONS.get(activation, activation),
+                 kernel_initializer=HostGlorotUniform(zlib.crc32(name.encode()) ^ int(seed)),
+                 bias_initializer=HostZeros(), kernel_regularizer=keras.regularizers.L2(l2) if l2 > 0 else None)
+
+
+def image_dims(image_shape) -> tuple[int, int, int]:
+    """(height, width, channels) of a (h, w) or (h, w, c) image shape."""
+    h, w = int(image_shape[0]), int(image_shape[1])
+    return h, w, int(image_shape[2]) if len(image_shape) > 2 else 1
+
+
+def conv_grid(image_shape, depth: int) -> tuple[int, int]:
+    """Height and width after `depth` stride-2 "same" convolutions of an image."""
+    h, w, _ = image_dims(image_shape)
+    for _ in range(depth):
+        h, w = -(-h // CONV_STRIDE), -(-w // CONV_STRIDE)
+    return h, w
+
+
+def conv_stack(x, image_shape, filters, activation: str, l2: float, prefix: str, seed: int):
+    """Flat rows -> images -> stride-2 convolutions -> flat features (the encoder's trunk)."""
+    x = keras.layers.Reshape(image_dims(image_shape), name=f"{prefix}_image")(x)
+    for i, size in enumerate(filters):
+        x = conv(size, f"{prefix}_{i}", seed, activation, l2)(x)
+    return keras.layers.Flatten(name=f"{prefix}_flat")(x)
+
+
+def deconv_stack(z, image_shape, filters, activation: str, out_activation: str | None, l2: float, prefix: str,
+                 seed: int):
+    """The mirror of `conv_stack`: a dense layer to the smallest maps, transposed convolutions
+    back to the image (cropped where the sides were not multiples of the strides), flat rows out.
+    `filters` are the encoder's, so the decoder widens them in reverse."""
+    h, w, channels = image_dims(image_shape)
+    gh, gw = conv_grid(image_shape, len(filters))
+    x = dense(gh * gw * filters[-1], f"{prefix}_0", seed, activation, l2)(z)
+    x = keras.layers.Reshape((gh, gw, filters[-1]), name=f"{prefix}_maps")(x)
+    for i, size in enumerate(reversed(filters[:-1])):
+        x = conv(size, f"{prefix}_{i + 1}", seed, activation, l2, transposed=True)(x)
+    x = conv(channels, f"{prefix}_out", seed, out_activation, l2, transposed=True)(x)
+    extra_h, extra_w = gh * CONV_STRIDE ** len(filters) - h, gw * CONV_STRIDE ** len(filters) - w
+    if extra_h or extra_w:
+        x = keras.layers.Cropping2D(((extra_h // 2, extra_h - extra_h // 2), (extra_w // 2, extra_w - extra_w // 2)),
+                                    name=f"{prefix}_crop")(x)
+    return keras.layers.Flatten(name=f"{prefix}_flat")(x)
 
 
 @keras.saving.register_keras_serializable(package="aeservice")

@@ -129,7 +129,7 @@ class VariationalAutoencoder(KerasAutoencoder):
         0.2-0.4x); the autoencoder's restarts find it, and the VAE keeps what the ELBO likes."""
         start = DenseAutoencoder(dataclasses.replace(self.config, model="ae"), self.data_kind)
         start.n_features_, start.latent_dim_, start.history_ = self.n_features_, self.latent_dim_, {}
-        start.sizes_ = self.sizes_
+        start.sizes_, start.image_shape_ = self.sizes_, self.image_shape_
         listeners = [_prefixed(listener, "ae_") for listener in callbacks]
         KerasAutoencoder._fit(start, x_train, x_val, listeners, verbose)
         self.ae_kept_ = start.kept_
@@ -153,8 +153,7 @@ class VariationalAutoencoder(KerasAutoencoder):
                 weights[layer.name] = layer.get_weights()
         kernel, bias = weights.pop("code")
         weights["z_mean"] = [kernel / spread, (bias - centre) / spread]
-        hidden_in = weights["enc_" + str(len(self.sizes_.hidden) - 1)][0] if self.sizes_.hidden else None
-        width = hidden_in.shape[1] if hidden_in is not None else self.n_features_
+        width = kernel.shape[0]  # the code layer's input: the last hidden layer (or the flat maps, or the rows)
         weights["z_log_var"] = [np.zeros((width, self.latent_dim_)), np.log(noise / (slope2 + noise))]
         first = "dec_0" if self.sizes_.hidden else "dec_out"
         for layer in start.decoder_.layers:
