@@ -1,4 +1,4 @@
-"""Image files users have: IDX files, folders of PNG/JPEG images, pixel CSVs and colour channels.
+"""Image files users have: IDX files, folders of PNG/JPEG images, pixel CSVs, colour channels, and their plots.
 
 Small synthetic files written here; the real MNIST test set is read only when it is there.
 """
@@ -291,6 +291,49 @@ def test_colour_shape_reaches_the_logged_param_and_the_saved_model(tmp_path):
     model = fit_and_evaluate(prepared).model
     loaded = load_model(model.save(tmp_path / "model"))
     assert loaded.info()["image_shape"] == [8, 6, 3] and loaded.info()["n_features"] == 144
+
+
+# ---- plots ------------------------------------------------------------------------------------
+
+def test_image_grids_are_sharp_gray_or_colour_and_share_the_model_scale():
+    import matplotlib.pyplot as plt
+
+    from aeservice.figures.run import IMAGE_PIXELS, image_grid
+
+    rng = np.random.default_rng(0)
+    gray = image_grid(rng.integers(0, 256, (20, 28 * 28)), (28, 28), 10, "gray", vmax=255.0)
+    (image,) = gray.axes[0].images
+    assert image.get_array().shape == (2 * 29 - 1, 10 * 29 - 1) and image.get_interpolation() == "nearest"
+    assert image.get_cmap().name.startswith("gray") and image.get_clim() == (0, 255.0)
+    box = gray.axes[0].get_window_extent()  # whole screen pixels per image pixel, at least IMAGE_PIXELS an image
+    assert box.width / image.get_array().shape[1] == pytest.approx(3, abs=0.01) and 3 * 28 >= IMAGE_PIXELS
+    colour = image_grid(rng.integers(0, 256, (3, 16 * 16 * 3)) * 2.0, (16, 16, 3), 3, "rgb", vmax=255.0)
+    canvas = colour.axes[0].images[0].get_array()
+    assert canvas.shape == (16, 3 * 17 - 1, 3) and 0 <= canvas.min() and canvas.max() == 1.0  # clipped
+    plt.close("all")
+
+
+def test_the_latent_scatter_of_ten_classes_and_many_points_has_its_legend_beside_it():
+    import matplotlib.pyplot as plt
+
+    from aeservice.data import Split
+    from aeservice.figures.run import latent_space
+    from aeservice.models import build_model
+
+    rng = np.random.default_rng(0)
+    x = rng.random((1000, 64))
+    model = build_model(ModelConfig(model="pca", latent_dim=2), "image").fit(x, x[:10])
+    labels = rng.integers(0, 10, 1000)
+    fig = latent_space(model, Split(x, x, x, None, None, labels), categorical=True)
+    ax = fig.axes[0]
+    legend = ax.get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == [str(i) for i in range(10)]
+    fig.canvas.draw()
+    assert legend.get_window_extent().x0 > ax.get_window_extent().x1  # beside the points, hiding none
+    assert legend.get_window_extent().x1 <= fig.bbox.x1
+    (points,) = ax.collections
+    assert points.get_sizes()[0] < 6 and points.get_alpha() < 0.7  # small and faint when crowded
+    plt.close("all")
 
 
 # ---- the command line ---------------------------------------------------------------------------
