@@ -310,6 +310,8 @@ def test_image_grids_are_sharp_gray_or_colour_and_share_the_model_scale():
     colour = image_grid(rng.integers(0, 256, (3, 16 * 16 * 3)) * 2.0, (16, 16, 3), 3, "rgb", vmax=255.0)
     canvas = colour.axes[0].images[0].get_array()
     assert canvas.shape == (16, 3 * 17 - 1, 3) and 0 <= canvas.min() and canvas.max() == 1.0  # clipped
+    photos = image_grid(rng.random((2, 300 * 200 * 3)), (300, 200, 3), 2, "large")  # every 3rd pixel: 100x67
+    assert photos.axes[0].images[0].get_array().shape == (100, 2 * 68 - 1, 3)
     plt.close("all")
 
 

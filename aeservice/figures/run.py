@@ -21,11 +21,12 @@ from aeservice.models import Autoencoder  # noqa: E402
 
 __all__ = ["loss_curves", "latent_space", "latent_sweep", "reconstructions", "samples", "all_figures",
            "project_2d", "image_grid", "pixel_max", "label_palette", "scatter_labels", "legend_room",
-           "write_figures", "figure_rows", "PLOTS_FOLDER", "FIGURE_ROWS", "IMAGE_PIXELS", "DPI"]
+           "write_figures", "figure_rows", "PLOTS_FOLDER", "FIGURE_ROWS", "IMAGE_PIXELS", "IMAGE_MAX_SIDE", "DPI"]
 
 PLOTS_FOLDER = "plots"  # runs:/<id>/plots/<name>.png
 DPI = 100
 IMAGE_PIXELS = 64  # screen pixels each image's side gets at least, in whole pixels per image pixel
+IMAGE_MAX_SIDE = 128  # larger images are shown by every n-th pixel: 100 photos of 1024x1024 would be 100 MP
 LEGEND_ROWS = 24  # class entries per legend column
 GAP_GRAY = 0.75  # between images: seen against black (digits) and white (photo) backgrounds alike
 
@@ -144,15 +145,17 @@ def image_grid(images: np.ndarray, shape: tuple[int, ...], cols: int, title: str
     shape is (h, w), drawn in gray (0 black, vmax white), or (h, w, c) with 3 or 4 channels,
     drawn in colour after dividing by vmax and clipping to [0, 1]; vmax defaults to the images'
     max, at least 1. Each image pixel is a whole number of screen pixels, at least `IMAGE_PIXELS`
-    a side per image, with no interpolation: a 28x28 digit stays sharp. Row titles go to the left.
+    a side per image, with no interpolation: a 28x28 digit stays sharp; an image larger than
+    `IMAGE_MAX_SIDE` is shown by every n-th pixel, at most that. Row titles go to the left.
     """
     rows = max(1, int(np.ceil(len(images) / cols)))
-    h, w = shape[:2]
+    step = -(-max(shape[:2]) // IMAGE_MAX_SIDE)
+    h, w = -(-shape[0] // step), -(-shape[1] // step)
     gap = 1
     canvas = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap, *shape[2:]), np.nan)
     for i, image in enumerate(images):
         r, c = divmod(i, cols)
-        canvas[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = image.reshape(shape)
+        canvas[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = image.reshape(shape)[::step, ::step]
     top = vmax or (max(1.0, float(np.max(images))) if len(images) else 1.0)
     scale = max(1, -(-IMAGE_PIXELS // max(h, w)))  # screen pixels per image pixel
     left = 0.1 + (0.06 * max(map(len, row_titles)) + 0.05 if row_titles else 0.0)  # 7-point text
