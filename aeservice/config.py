@@ -37,7 +37,9 @@ ACTIVATIONS = ("relu", "gelu", "elu", "silu", "tanh")  # hidden layers; each has
 class DataConfig:
     # bundled with scikit-learn, so it works offline and in CI
     dataset: str = field(default="digits", metadata={
-        "help": "Built-in set (see `aeservice datasets`) or a path to .csv, .npy or .npz."})
+        "help": "Built-in set (see `aeservice datasets`) or a path: .csv, .npy, .npz, an IDX file"
+                " (t10k-images-idx3-ubyte[.gz], labels from a *-labels-idx1-ubyte[.gz] beside it) or a folder"
+                " of PNG/JPEG images (sub-folder names as labels)."})
     # None: each generator's own size (see aeservice.data.BUILTIN)
     n_samples: int | None = field(default=None, metadata={
         "help": "Rows to generate for the synthetic sets.", "auto": ""})

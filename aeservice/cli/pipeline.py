@@ -13,7 +13,7 @@ __all__ = ["pipeline"]
 
 @click.command("main")
 @click.option("--dataset", default="digits", show_default=True,
-              help="Built-in set or a .csv/.npy/.npz path; every kind trains on it.")
+              help="Built-in set, or a path to a .csv/.npy/.npz/IDX file or an image folder; every kind trains on it.")
 @click.option("--label-column", default=None, help=DataConfig.__dataclass_fields__["label_column"].metadata["help"])
 @click.option("--latent-dim", type=OrAuto(integer=True), default=None,
               help="Code size shared by every kind. [default: auto = "

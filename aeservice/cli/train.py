@@ -100,7 +100,7 @@ def train(quiet: bool, **options: Any) -> None:
 
 @click.command()
 def datasets() -> None:
-    """List the built-in data sets (files by path work too: .csv, .npy, .npz)."""
+    """List the built-in data sets (paths work too: .csv, .npy, .npz and IDX files, and folders of images)."""
     from aeservice.data import describe_builtins
 
     rows = describe_builtins()

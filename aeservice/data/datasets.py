@@ -1,4 +1,4 @@
-"""Built-in data sets by name, data files by path, and the seeded train/validation/test split."""
+"""Built-in data sets by name, data files and image folders by path, and the seeded train/validation/test split."""
 from __future__ import annotations
 
 import math
@@ -10,7 +10,7 @@ from typing import Callable
 import numpy as np
 
 from aeservice.config import DataConfig
-from aeservice.data import rows, synthetic
+from aeservice.data import images, rows, synthetic
 from aeservice.errors import UserError
 
 __all__ = ["Dataset", "Split", "BUILTIN", "detect_kind", "load_dataset", "split_dataset", "describe_builtins"]
@@ -22,10 +22,12 @@ class Dataset:
     x: np.ndarray  # (rows, features), finite: float64, or a large .npy file memory-mapped (aeservice.data.rows)
     labels: np.ndarray | None  # what plots colour by; None when the data has none
     kind: str  # "continuous" or "image"
-    image_shape: tuple[int, int] | None = None  # for image grids
+    # for image grids and clients: (h, w) gray, (h, w, c) colour; rows are images flattened in that order
+    image_shape: tuple[int, ...] | None = None
     source: str = ""  # where it came from, for the MLflow dataset input
     categorical_labels: bool = False  # True: class ids (legend); False: a colour scale
     kind_reason: str = ""  # why `kind` is what it is, for the announce line; "" for files until detected
+    label_note: str = ""  # how labels no option named were found, added to kind_reason
 
     @property
     def n_features(self) -> int:
@@ -74,26 +76,31 @@ def describe_builtins() -> list[tuple[str, str, str]]:
 
 
 def load_dataset(cfg: DataConfig, seed: int = 0) -> Dataset:
-    """A built-in set by name, or a .csv / .npy / .npz file by path; checked for bad values."""
+    """A built-in set by name, or by path a .csv / .npy / .npz / IDX file or a folder of images;
+    checked for bad values."""
     name = cfg.dataset
     if name in BUILTIN:
         data = _load_builtin(name, cfg, seed)
-    elif Path(name).suffix.lower() in _FILE_LOADERS:
+    elif (loader := _loader_for(Path(name))) is not None:
         path = Path(name)
-        if not path.is_file():
-            raise UserError(f"data file not found: {name}")
-        if path.stat().st_size == 0:
-            raise UserError(f"data file is empty: {name}")
-        data = _FILE_LOADERS[path.suffix.lower()](path, cfg)
+        if loader is not _load_folder:
+            if not path.is_file():
+                raise UserError(f"data file not found: {name}")
+            if path.stat().st_size == 0:
+                raise UserError(f"data file is empty: {name}")
+        data = loader(path, cfg)
     else:
         known = ", ".join(BUILTIN)
-        raise UserError(f"unknown data set {name!r}: use one of {known}, or a path to .csv, .npy or .npz")
+        raise UserError(f"unknown data set {name!r}: use one of {known}, a path to a .csv, .npy, .npz or IDX"
+                        " file, or a folder of PNG/JPEG images")
     summary = rows.summarize(data.x) if rows.is_streamed(data.x) else None  # one pass over a mapped file
     _check_values(data, summary)
     if cfg.data_kind != "auto":
         data.kind, data.kind_reason = cfg.data_kind, "as --data-kind says"
     elif data.kind_reason == "":  # a file: recognised by its values and shape
         data.kind, data.kind_reason = detect_kind(data.x, data.image_shape, summary)
+    if data.label_note:
+        data.kind_reason = f"{data.kind_reason}; {data.label_note}"
     if data.kind == "image" and data.image_shape is None:
         side = int(round(np.sqrt(data.n_features)))
         data.image_shape = (side, side) if side * side == data.n_features else None
@@ -121,8 +128,9 @@ def _load_mnist() -> Dataset:
     cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "datasets" / "mnist.npz"
     if not cache.is_file():
         raise UserError(
-            f"mnist is not cached at {cache} and cannot be downloaded here; copy mnist.npz there, "
-            "or use --dataset digits"
+            f"mnist is not cached at {cache} and cannot be downloaded here; copy mnist.npz there, or pass a copy"
+            " by path, which works offline: --dataset path/to/t10k-images-idx3-ubyte.gz (IDX, labels beside it)"
+            " or --dataset path/to/mnist.npz (NPZ); or use --dataset digits"
         )
     import keras
 
@@ -146,24 +154,51 @@ def _load_csv(path: Path, cfg: DataConfig) -> Dataset:
         raise UserError(f"cannot parse {path} as CSV: {str(exc).splitlines()[0]}") from None
     if frame.shape[0] == 0:
         raise UserError(f"data file has a header but no rows: {path}")
-    labels = None
-    if cfg.label_column is not None:
-        if cfg.label_column not in frame.columns:
-            raise UserError(f"label column {cfg.label_column!r} not in {path}; columns are {list(frame.columns)}")
-        labels = frame.pop(cfg.label_column).to_numpy()
+    labels, label_column, note = None, cfg.label_column, ""
+    if label_column is None and (label_column := _pixel_label_column(frame)) is not None:
+        note = f"label column {label_column!r} taken as labels"
+    if label_column is not None:
+        if label_column not in frame.columns:
+            raise UserError(f"label column {label_column!r} not in {path}; columns are {list(frame.columns)}")
+        labels = frame.pop(label_column).to_numpy()
     if frame.shape[1] == 0:
         raise UserError(f"{path} has no feature columns")
     bad = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
     if bad:
-        raise UserError(f"non-numeric column(s) in {path}: {', '.join(map(str, bad[:5]))}"
-                        " (use --label-column for a label column)")
+        named = [c for c in frame.columns if str(c).lower() == "label"]
+        hint = (f"; a {named[0]!r} column is taken as labels by itself only when every other column is pixels"
+                if named and cfg.label_column is None else "")
+        raise UserError(f"non-numeric column(s) in {path}: {', '.join(map(str, bad[:5]))}; features must be"
+                        f" numbers: drop them, or name a label column with --label-column{hint}")
     _raise_if_missing(frame.to_numpy(dtype=np.float64), str(path))
     categorical = labels is not None and (labels.dtype.kind in "OUSb" or len(np.unique(labels)) <= 20)
     return Dataset(path.stem, frame.to_numpy(dtype=np.float64), labels, "continuous", None, str(path.resolve()),
-                   bool(categorical))
+                   bool(categorical), label_note=note)
 
 
-def _from_array(path: Path, x: np.ndarray, labels: np.ndarray | None) -> Dataset:
+def _pixel_label_column(frame) -> str | None:
+    """The column named label (in any case) when every other column is a pixel, as in MNIST as CSV
+    (label,1x1,1x2,... or label,pixel0,...): numbers that `_are_pixels`, a square of them."""
+    import pandas as pd
+
+    named = [c for c in frame.columns if str(c).lower() == "label"]
+    rest = frame.drop(columns=named)
+    if len(named) != 1 or _image_side(rest.shape[1]) is None:
+        return None
+    if not all(pd.api.types.is_numeric_dtype(rest[c]) for c in rest.columns):
+        return None
+    values = rest.to_numpy(dtype=np.float64)
+    if not np.isfinite(values).all():  # left for the missing-cell check to report
+        return None
+    return named[0] if _are_pixels(float(values.min()), float(values.max()), _whole(values)) else None
+
+
+CHANNELS = (1, 3, 4)  # gray, RGB, RGBA: the last axis of a 4-D array of images
+
+
+def _from_array(path: Path, x: np.ndarray, labels: np.ndarray | None, name: str | None = None) -> Dataset:
+    """Rows from an array: 1-D values, 2-D rows x features, 3-D images (n, h, w), or 4-D images
+    with channels (n, h, w, c); images are flattened in (h, w, c) order, one channel as (h, w)."""
     if x.dtype.kind not in "biuf":
         raise UserError(f"{path} holds {x.dtype} values; a numeric array is needed")
     if x.ndim == 0 or x.size == 0:
@@ -171,16 +206,18 @@ def _from_array(path: Path, x: np.ndarray, labels: np.ndarray | None) -> Dataset
     image_shape = None
     if x.ndim == 1:
         x = x[:, None]
-    elif x.ndim == 3:
-        image_shape = (int(x.shape[1]), int(x.shape[2]))
+    elif x.ndim == 3 or (x.ndim == 4 and x.shape[3] in CHANNELS):
+        h, w = int(x.shape[1]), int(x.shape[2])
+        image_shape = (h, w) if x.ndim == 3 or x.shape[3] == 1 else (h, w, int(x.shape[3]))
         x = x.reshape(len(x), -1)
-    elif x.ndim > 3:
-        raise UserError(f"{path} has shape {x.shape}; use rows x features, or rows x height x width")
+    elif x.ndim > 2:
+        raise UserError(f"{path} has shape {x.shape}; use rows x features, rows x height x width, or rows x"
+                        " height x width x channels (1, 3 or 4)")
     if not isinstance(x, np.memmap):  # a mapped file keeps its own dtype: read (as float32) a chunk at a time
         x = x.astype(np.float64)
     if labels is not None and len(labels) != len(x):
         raise UserError(f"{path}: {len(labels)} labels for {len(x)} rows")
-    return Dataset(path.stem, x, labels, "continuous", image_shape, str(path.resolve()), labels is not None)
+    return Dataset(name or path.stem, x, labels, "continuous", image_shape, str(path.resolve()), labels is not None)
 
 
 def _load_npy(path: Path, cfg: DataConfig) -> Dataset:
@@ -199,39 +236,91 @@ def _load_npz(path: Path, cfg: DataConfig) -> Dataset:
         raise UserError(f"cannot read {path} as a numeric .npz archive: {exc}") from None
     if not arrays:
         raise UserError(f"{path} holds no arrays")
+    if {"x_train", "x_test"} <= set(arrays):  # Keras's layout (mnist.npz and the like): both parts, in order
+        x = np.concatenate([arrays["x_train"], arrays["x_test"]])
+        has_y = {"y_train", "y_test"} <= set(arrays)
+        return _from_array(path, x, np.concatenate([arrays["y_train"], arrays["y_test"]]) if has_y else None)
     key = next((k for k in ("x", "X", "data", "features") if k in arrays), next(iter(arrays)))
     label_key = next((k for k in ("y", "labels", "target") if k in arrays and k != key), None)
     return _from_array(path, arrays[key], arrays[label_key] if label_key else None)
 
 
+def _load_idx(path: Path, cfg: DataConfig) -> Dataset:
+    """An IDX file, with the labels of a `*-labels-idx1-ubyte[.gz]` file beside it as classes."""
+    x = images.read_idx(path)
+    labels, beside = None, images.idx_labels_beside(path)
+    if beside is not None:
+        labels = images.read_idx(beside)
+        if labels.ndim != 1:
+            raise UserError(f"{beside} holds an array of shape {labels.shape}, not one label per image")
+        if len(labels) != len(x):
+            raise UserError(f"{beside} holds {len(labels)} labels for the {len(x)} images of {path}")
+    data = _from_array(path, x, labels, images.idx_stem(path.name))
+    if beside is not None:
+        data.label_note = f"labels from {beside.name}"
+    return data
+
+
+def _load_folder(path: Path, cfg: DataConfig) -> Dataset:
+    """PNG/JPEG images in a folder; class sub-folders give the labels (`images.read_image_folder`)."""
+    x, labels = images.read_image_folder(path)
+    data = _from_array(path, x, labels, path.resolve().name)
+    if labels is not None:
+        data.label_note = f"labels from {len(np.unique(labels))} sub-folders"
+    return data
+
+
 _FILE_LOADERS = {".csv": _load_csv, ".npy": _load_npy, ".npz": _load_npz}
+
+
+def _loader_for(path: Path) -> Callable[[Path, DataConfig], Dataset] | None:
+    """A folder of images, an IDX file by its name (t10k-images-idx3-ubyte[.gz]), else by suffix."""
+    if path.is_dir():
+        return _load_folder
+    if images.is_idx_name(path.name):
+        return _load_idx
+    return _FILE_LOADERS.get(path.suffix.lower())
 
 
 MIN_IMAGE_SIDE = 8  # the smallest images in use (8x8 digits); a 4x4 table of [0, 1] values is likelier features
 
 
-def detect_kind(x: np.ndarray, image_shape: tuple[int, int] | None,
+def _whole(x: np.ndarray) -> bool:
+    return bool(np.all(np.mod(x, 1) == 0))
+
+
+def _are_pixels(low: float, high: float, whole: bool) -> bool:
+    """Values that can be pixels: in [0, 1], or whole numbers in 0-255."""
+    return low >= 0 and (high <= 1 or (whole and high <= 255))
+
+
+def _image_side(n_features: int) -> int | None:
+    """The side of a square image of n_features pixels, MIN_IMAGE_SIDE or more; None if there is none."""
+    side = int(round(math.sqrt(n_features)))
+    return side if side * side == n_features and side >= MIN_IMAGE_SIDE else None
+
+
+def detect_kind(x: np.ndarray, image_shape: tuple[int, ...] | None,
                 summary: rows.Summary | None = None) -> tuple[str, str]:
     """("image" or "continuous", why) for a file's rows, from their values and shape.
 
     Images are pixels: every value in [0, 1], or whole numbers in 0-255 (8-bit) or 0-16, with
-    rows that were 2-D arrays or a square feature count of at least MIN_IMAGE_SIDE^2. Anything
-    else is continuous, whatever its shape: a 3-D array of standard-normal floats is not images.
+    rows that were 2-D arrays (or 3-D, with channels) or a square feature count of at least
+    MIN_IMAGE_SIDE^2. Anything else is continuous, whatever its shape: a 3-D array of
+    standard-normal floats is not images.
     """
     if summary is not None or rows.is_streamed(x):  # a mapped file: from its one chunked pass
         summary = summary or rows.summarize(x)
         low, high, whole = summary.low, summary.high, summary.whole
     else:
-        low, high = float(x.min()), float(x.max())
-        whole = bool(np.all(np.mod(x, 1) == 0))
-    if low < 0 or not (high <= 1 or (whole and high <= 255)):
+        low, high, whole = float(x.min()), float(x.max()), _whole(x)
+    if not _are_pixels(low, high, whole):
         span = f"{low:.3g} to {high:.3g}" + ("" if whole else ", not whole numbers")
         return "continuous", f"values {span}: not pixels in [0, 1] or 0-255"
     values = "values in [0, 1]" if high <= 1 else f"whole numbers in 0-{16 if high <= 16 else 255}"
-    side = int(round(math.sqrt(x.shape[1])))
     if image_shape is not None:
-        return "image", f"{values}, {image_shape[0]}x{image_shape[1]} arrays"
-    if side * side == x.shape[1] and side >= MIN_IMAGE_SIDE:
+        return "image", f"{values}, {'x'.join(map(str, image_shape))} arrays"
+    if (side := _image_side(x.shape[1])) is not None:
         return "image", f"{values}, {x.shape[1]} = {side}x{side} features"
     side = f"{MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE}"
     return "continuous", f"{values}, but {x.shape[1]} features are not a square image of {side} or more"

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from aeservice.data import Dataset, Split
-from aeservice.figures.run import image_grid, label_palette, project_2d, scatter_labels
+from aeservice.figures.run import image_grid, label_palette, legend_room, pixel_max, project_2d, scatter_labels
 from aeservice.models import MODELS, Autoencoder
 
 __all__ = ["test_mse_bars", "reconstruction_overlay", "reconstruction_grid", "latent_spaces",
@@ -78,7 +78,7 @@ def reconstruction_grid(models: Mapping[str, Autoencoder], dataset: Dataset, spl
     rows = [x] + [model.reconstruct(x) for model in models.values()]
     return image_grid(np.concatenate(rows), dataset.image_shape, len(x),
                       f"{dataset.name}: test images and reconstructions",
-                      row_titles=["original", *models])
+                      row_titles=["original", *models], vmax=pixel_max(next(iter(models.values()))))
 
 
 def _latent_panel(ax, codes: np.ndarray, labels: np.ndarray | None, categorical: bool) -> None:
@@ -105,7 +105,8 @@ def _latent_panel(ax, codes: np.ndarray, labels: np.ndarray | None, categorical:
 
 def latent_spaces(models: Mapping[str, Autoencoder], dataset: Dataset, split: Split) -> plt.Figure:
     """One panel per kind: its codes of the test rows, coloured by label when there are labels."""
-    fig, axes = plt.subplots(1, len(models), figsize=(4.3 * len(models), 4), squeeze=False)
+    room = legend_room(split.test_labels, dataset.categorical_labels)  # each panel's legend beside it
+    fig, axes = plt.subplots(1, len(models), figsize=((4.3 + room) * len(models), 4), squeeze=False)
     for ax, (kind, model) in zip(axes[0], models.items()):
         codes = model.encode(split.test)
         _latent_panel(ax, codes, split.test_labels, dataset.categorical_labels)

@@ -20,10 +20,15 @@ from aeservice.data.rows import FIGURE_ROWS, sample_rows  # noqa: E402
 from aeservice.models import Autoencoder  # noqa: E402
 
 __all__ = ["loss_curves", "latent_space", "latent_sweep", "reconstructions", "samples", "all_figures",
-           "project_2d", "image_grid", "label_palette", "scatter_labels", "write_figures", "figure_rows", "PLOTS_FOLDER",
-           "FIGURE_ROWS"]
+           "project_2d", "image_grid", "pixel_max", "label_palette", "scatter_labels", "legend_room",
+           "write_figures", "figure_rows", "PLOTS_FOLDER", "FIGURE_ROWS", "IMAGE_PIXELS", "IMAGE_MAX_SIDE", "DPI"]
 
 PLOTS_FOLDER = "plots"  # runs:/<id>/plots/<name>.png
+DPI = 100
+IMAGE_PIXELS = 64  # screen pixels each image's side gets at least, in whole pixels per image pixel
+IMAGE_MAX_SIDE = 128  # larger images are shown by every n-th pixel: 100 photos of 1024x1024 would be 100 MP
+LEGEND_ROWS = 24  # class entries per legend column
+GAP_GRAY = 0.75  # between images: seen against black (digits) and white (photo) backgrounds alike
 
 
 def _margins(fig: plt.Figure, left: float = 0.8, right: float = 0.2, bottom: float = 0.55, top: float = 0.4,
@@ -71,29 +76,46 @@ def label_palette(n: int) -> list:
     return [cmap(i % cmap.N) for i in range(n)]
 
 
+def _markers(n: int) -> dict:
+    """Marker size and alpha for n points: smaller and fainter as they crowd (1000 test digits)."""
+    return {"s": float(np.clip(2500 / max(n, 1), 4.0, 7.0)), "alpha": 0.75 if n <= 500 else 0.6,
+            "linewidths": 0}
+
+
+def legend_room(labels, categorical: bool) -> float:
+    """Inches a class legend beside the axes takes (`scatter_labels`); 0 when there is none."""
+    if labels is None or not categorical:
+        return 0.0
+    return 0.3 + 0.6 * -(-len(np.unique(labels)) // LEGEND_ROWS)
+
+
 def scatter_labels(ax, xy, labels, categorical: bool) -> None:
-    """2-D points coloured by label: a legend for classes, a colour bar for a continuous label."""
+    """2-D points coloured by label: a legend for classes beside the axes (it hides no points;
+    `legend_room` says its width), a colour bar for a continuous label."""
+    style = _markers(len(xy))
     if labels is None:
-        ax.scatter(xy[:, 0], xy[:, 1], s=6, alpha=0.7)
+        ax.scatter(xy[:, 0], xy[:, 1], **style)
     elif categorical:
         # one collection in data order (no class drawn over all others), a legend of proxies:
         # one scatter per class took 10x the artists to draw
         values, index = np.unique(labels, return_inverse=True)
         palette = label_palette(len(values))
-        ax.scatter(xy[:, 0], xy[:, 1], s=6, alpha=0.7, c=np.asarray(palette)[index.ravel()])
-        handles = [Line2D([], [], linestyle="", marker="o", markersize=4, color=color, label=str(value))
+        ax.scatter(xy[:, 0], xy[:, 1], c=np.asarray(palette)[index.ravel()], **style)
+        handles = [Line2D([], [], linestyle="", marker="o", markersize=5, color=color, label=str(value))
                    for value, color in zip(values, palette)]
-        ax.legend(handles=handles, fontsize=7, loc="best", ncol=2)
+        ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0,
+                  ncol=-(-len(values) // LEGEND_ROWS), handletextpad=0.2, columnspacing=0.6, frameon=False)
     else:
-        points = ax.scatter(xy[:, 0], xy[:, 1], s=6, c=labels, cmap="viridis")
+        points = ax.scatter(xy[:, 0], xy[:, 1], c=labels, cmap="viridis", **{**style, "alpha": None})
         ax.figure.colorbar(points, ax=ax)
 
 
 def latent_space(model: Autoencoder, split: Split, categorical: bool) -> plt.Figure:
     codes = model.encode(split.test)
-    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    legend = legend_room(split.test_labels, categorical)
+    fig, ax = plt.subplots(figsize=(5.5 + legend, 4.5))  # the plot keeps its size beside a legend
     colorbar = split.test_labels is not None and not categorical and codes.shape[1] > 1
-    _margins(fig, right=0.7 if colorbar else 0.2)  # before the colorbar takes its share of the axes
+    _margins(fig, right=0.7 if colorbar else 0.2 + legend)  # before the colorbar takes its share of the axes
     if codes.shape[1] == 1 and split.test_labels is not None and not categorical:
         ax.scatter(split.test_labels, codes[:, 0], s=6)
         ax.set_xlabel("label")
@@ -107,26 +129,54 @@ def latent_space(model: Autoencoder, split: Split, categorical: bool) -> plt.Fig
     return fig
 
 
-def image_grid(images: np.ndarray, shape: tuple[int, int], cols: int, title: str,
-               row_titles: list[str] | None = None) -> plt.Figure:
-    """Images tiled into one picture: one imshow, not one axes per image (far quicker to draw)."""
+def pixel_max(model: Autoencoder) -> float | None:
+    """The pixel value a model's image grids draw as white: the training max its scaler divides
+    by (0-255 data: 255), so originals and outputs share one scale; None when it scaled otherwise."""
+    scaler = getattr(model, "scaler_", None)
+    if getattr(scaler, "name", None) != "unit_range":
+        return None
+    return float(np.max(scaler.scale_))
+
+
+def image_grid(images: np.ndarray, shape: tuple[int, ...], cols: int, title: str,
+               row_titles: list[str] | None = None, vmax: float | None = None) -> plt.Figure:
+    """Images tiled into one picture: one imshow, not one axes per image (far quicker to draw).
+
+    shape is (h, w), drawn in gray (0 black, vmax white), or (h, w, c) with 3 or 4 channels,
+    drawn in colour after dividing by vmax and clipping to [0, 1]; vmax defaults to the images'
+    max, at least 1. Each image pixel is a whole number of screen pixels, at least `IMAGE_PIXELS`
+    a side per image, with no interpolation: a 28x28 digit stays sharp; an image larger than
+    `IMAGE_MAX_SIDE` is shown by every n-th pixel, at most that. Row titles go to the left.
+    """
     rows = max(1, int(np.ceil(len(images) / cols)))
-    h, w = shape
+    step = -(-max(shape[:2]) // IMAGE_MAX_SIDE)
+    h, w = -(-shape[0] // step), -(-shape[1] // step)
     gap = 1
-    canvas = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap), np.nan)
+    canvas = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap, *shape[2:]), np.nan)
     for i, image in enumerate(images):
         r, c = divmod(i, cols)
-        canvas[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = image.reshape(shape)
-    vmax = max(1.0, float(np.max(images))) if len(images) else 1.0
-    # 0.65 in (65 px) per image: a third of the pixels to composite and compress of 0.9 in
-    fig, ax = plt.subplots(figsize=(max(cols * 0.65, 4.0), rows * 0.7 + 0.45))
-    cmap = plt.get_cmap("gray_r").with_extremes(bad="white")
-    ax.imshow(canvas, cmap=cmap, vmin=0, vmax=vmax, interpolation="nearest")
+        canvas[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = image.reshape(shape)[::step, ::step]
+    top = vmax or (max(1.0, float(np.max(images))) if len(images) else 1.0)
+    scale = max(1, -(-IMAGE_PIXELS // max(h, w)))  # screen pixels per image pixel
+    left = 0.1 + (0.06 * max(map(len, row_titles)) + 0.05 if row_titles else 0.0)  # 7-point text
+    right, bottom, head = 0.1, 0.1, 0.45
+    width, height = canvas.shape[1] * scale / DPI, canvas.shape[0] * scale / DPI  # the picture, inches
+    fig_w = max(left + width + right, 4.0)  # room for the title
+    fig_h = bottom + height + head
+    fig = plt.figure(figsize=(fig_w, fig_h), dpi=DPI)
+    ax = fig.add_axes(((left + (fig_w - left - width - right) / 2) / fig_w, bottom / fig_h, width / fig_w,
+                       height / fig_h))
+    if canvas.ndim == 3:
+        canvas = np.clip(canvas / top, 0.0, 1.0)
+        canvas[np.isnan(canvas)] = GAP_GRAY
+        ax.imshow(canvas, interpolation="nearest")
+    else:
+        cmap = plt.get_cmap("gray").with_extremes(bad=str(GAP_GRAY))
+        ax.imshow(canvas, cmap=cmap, vmin=0, vmax=top, interpolation="nearest")
     ax.axis("off")
     for r, text in enumerate(row_titles or []):
-        ax.text(0, r * (h + gap) - 0.6, text, fontsize=7, va="bottom", ha="left")
-    fig.suptitle(title)
-    _margins(fig, left=0.1, right=0.1, bottom=0.1, top=0.45)
+        ax.text(-1.0, r * (h + gap) + (h - 1) / 2, text, fontsize=7, va="center", ha="right")
+    fig.suptitle(title, fontsize=10, y=1 - 0.08 / fig_h, va="top")
     return fig
 
 
@@ -160,7 +210,8 @@ def latent_sweep(model: Autoencoder, dataset: Dataset, split: Split) -> plt.Figu
         steps = 10 if model.latent_dim_ > 1 else 12
         decoded = model.decode(_sweep_codes(model, split.train, steps))
         cols = steps if model.latent_dim_ > 1 else 12
-        return image_grid(decoded, dataset.image_shape, cols, f"{model.kind}: decoded latent sweep")
+        return image_grid(decoded, dataset.image_shape, cols, f"{model.kind}: decoded latent sweep",
+                          vmax=pixel_max(model))
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     if dataset.n_features == 1:
         z = _sweep_codes(model, split.train, 100)
@@ -183,7 +234,7 @@ def reconstructions(model: Autoencoder, dataset: Dataset, split: Split, count: i
     if dataset.kind == "image" and dataset.image_shape:
         x = split.test[:count]
         return image_grid(np.concatenate([x, model.reconstruct(x)]), dataset.image_shape, len(x),
-                          f"{model.kind}: test images (top) and reconstructions (bottom)")
+                          f"{model.kind}: test images (top) and reconstructions (bottom)", vmax=pixel_max(model))
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     rec = model.reconstruct(split.test)
     if dataset.n_features == 1:
@@ -205,7 +256,8 @@ def reconstructions(model: Autoencoder, dataset: Dataset, split: Split, count: i
 
 def samples(model: Autoencoder, dataset: Dataset, split: Split, seed: int = 0) -> plt.Figure:
     if dataset.kind == "image" and dataset.image_shape:
-        return image_grid(model.sample(30, seed), dataset.image_shape, 10, f"{model.kind}: samples")
+        return image_grid(model.sample(30, seed), dataset.image_shape, 10, f"{model.kind}: samples",
+                          vmax=pixel_max(model))
     drawn = model.sample(max(500, len(split.train)), seed)
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     _data_axes(ax, split.train)

@@ -109,9 +109,10 @@ class Autoencoder(ABC):
         """The largest code this kind can learn from n_rows training rows of n_features; None: no bound."""
         return None
 
-    # (height, width) when each row is an image, as the data set said (`Dataset.image_shape`); a
-    # client reshapes rows with it. Set by training, saved with the model; None: not known or not images.
-    image_shape_: tuple[int, int] | None = None
+    # (height, width), or (height, width, channels) for colour, when each row is an image, as the data
+    # set said (`Dataset.image_shape`); a client reshapes rows with it. Set by training, saved with
+    # the model; None: not known or not images.
+    image_shape_: tuple[int, ...] | None = None
 
     def __init__(self, config: ModelConfig, data_kind: str = "continuous"):
         self.config = config
