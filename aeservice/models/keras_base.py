@@ -122,7 +122,9 @@ class KerasAutoencoder(Autoencoder):
         return 0
 
     def _output_activation(self) -> str | None:
-        return "sigmoid" if self.data_kind == "image" else None
+        """Images: a sigmoid, so pixels stay in [0, 1]; but not for the linear model, which is
+        PCA's own reconstruction only without one (and is clipped to the pixel range when used)."""
+        return "sigmoid" if self.data_kind == "image" and self.sizes_.hidden else None
 
     def _encoder_trunk(self, x):
         """The encoder's hidden layers on its input, up to (not including) the code layer(s)."""
