@@ -13,7 +13,7 @@ import sys
 from importlib.util import find_spec
 from pathlib import Path
 
-__all__ = ["configure", "current", "default_backend", "import_tensorflow_quietly", "jax_cache_dir"]
+__all__ = ["configure", "current", "default_backend", "device", "import_tensorflow_quietly", "jax_cache_dir"]
 
 PREFERENCE = ("jax", "tensorflow")  # fastest first, by measurement
 
@@ -31,6 +31,26 @@ def current() -> str:
 
         return keras.backend.backend()
     return os.environ.get("KERAS_BACKEND") or default_backend()
+
+
+def device() -> str:
+    """The device the backend computes on: "cpu", or "gpu (<its kind>)". Imports the backend."""
+    name = current()
+    if name == "jax":
+        import jax
+
+        first = jax.devices()[0]
+        return "cpu" if first.platform == "cpu" else f"{first.platform} ({first.device_kind})"
+    if name == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_logical_devices("GPU")
+        return f"gpu ({gpus[0].name})" if gpus else "cpu"
+    if name == "torch":
+        import torch
+
+        return f"gpu ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else "cpu"
+    return "unknown"
 
 
 def jax_cache_dir() -> Path:

@@ -5,6 +5,8 @@ from typing import Any
 
 import click
 
+from aeservice import backend
+
 from aeservice.cli.errors import user_errors
 from aeservice.cli.options import config_from_options, train_options
 from aeservice.models import MODELS
@@ -60,7 +62,7 @@ def train(quiet: bool, **options: Any) -> None:
             f"; {_net(sizes)}, batch {sizes.batch_size}, "
             f"at most {sizes.epochs} epochs" + _fits(sizes)
             + f"; {sizes.activation}" + (f", input noise {sizes.input_noise:g}" if sizes.input_noise else "")
-            + (f"; {kind.fit_note}" if kind.fit_note else ""))
+            + (f"; {kind.fit_note}" if kind.fit_note else "") + f"; Keras on {backend.current()}, {backend.device()}")
         click.echo(f"training {config.model.model} on {d.name} ({len(d.x)} rows x {d.n_features} features, "
                    f"{d.kind}: {d.kind_reason}){net}", err=True)
         if not quiet:
