@@ -70,7 +70,7 @@ def store(module_tracking_uri, tmp_path_factory):
 
 def _expected_best(trained: dict) -> dict[tuple[str, str], str]:
     best: dict[tuple[str, str], tuple[float, str]] = {}
-    for run_id in trained:
+    for run_id in reversed(list(trained)):  # newest first: a tie goes to the newest, as in the leaderboard
         run = mlflow.get_run(run_id)
         key = (run.data.tags["dataset"], run.data.tags["model"])
         value = run.data.metrics["val_mse"]
