@@ -15,7 +15,8 @@ The files, in the model directory beside meta.json and state.npz:
                                    planned net N ("encoder", "decoder") the keys
         N_layout        JSON text: {"input": name, "outputs": [names],
                                     "steps": [[name, source, activation, has_bias], ...]}
-        N_<i>_kernel    step i's kernel (float32); N_<i>_bias its bias, if has_bias
+        N_<i>_kernel    step i's kernel (float32), unless its activation is "top_k:<k>" (no
+                        weights); N_<i>_bias its bias, if has_bias
         N_probe         the probe batch the plan was checked on
         N_expected_<j>  the Keras net's j-th output on the probe
 
@@ -31,7 +32,7 @@ from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 
-from aeservice.models.plan import ACTIVATIONS, DensePlan, dense_plan
+from aeservice.models.plan import DensePlan, activation_function, dense_plan
 
 if TYPE_CHECKING:
     import keras
@@ -184,7 +185,8 @@ def _plan_arrays(plan: DensePlan, name: str) -> dict[str, np.ndarray]:
                         for step, source, _, bias, activation in plan.steps]}
     arrays = {f"{name}_layout": np.array(json.dumps(layout))}
     for i, (_, _, kernel, bias, _) in enumerate(plan.steps):
-        arrays[f"{name}_{i}_kernel"] = kernel
+        if kernel is not None:
+            arrays[f"{name}_{i}_kernel"] = kernel
         if bias is not None:
             arrays[f"{name}_{i}_bias"] = bias
     return arrays
@@ -196,10 +198,11 @@ def _plan_from(arrays: Mapping[str, np.ndarray], name: str) -> DensePlan | None:
         layout = json.loads(str(arrays[f"{name}_layout"]))
         steps = []
         for i, (step, source, activation, has_bias) in enumerate(layout["steps"]):
-            if activation not in ACTIVATIONS:
+            if activation_function(activation) is None:
                 return None
             bias = np.asarray(arrays[f"{name}_{i}_bias"], dtype=np.float32) if has_bias else None
-            steps.append((step, source, np.asarray(arrays[f"{name}_{i}_kernel"], dtype=np.float32), bias, activation))
+            kernel = None if activation.startswith("top_k:") else np.asarray(arrays[f"{name}_{i}_kernel"], dtype=np.float32)
+            steps.append((step, source, kernel, bias, activation))
         return DensePlan(layout["input"], steps, list(layout["outputs"]))
     except (KeyError, ValueError, TypeError):
         return None

@@ -5,7 +5,8 @@ The serving fast path. Any Keras call costs a fixed ~0.4 ms (compiled `predict_o
 `mlflow models serve` costs about 2 ms in all, so that fixed cost alone is 20-60 %. The same
 Dense layers as numpy take microseconds. The plan reads the net's structure from its public
 `get_config()` (the one .keras files store) and its weights from `get_weights()`, so it works
-on every Keras backend; a net with any other kind of layer gets no plan. When a plan is used,
+on every Keras backend; a net with any other kind of layer than Dense and the k-sparse code's
+TopK (a step with no kernel, activation "top_k:<k>") gets no plan. When a plan is used,
 how it is checked, and how it is saved beside the .keras files so that a loaded model answers
 without Keras: aeservice.models.frozen.
 """
@@ -15,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["ACTIVATIONS", "DensePlan", "dense_plan", "ROWS_PER_CALL"]
+__all__ = ["ACTIVATIONS", "DensePlan", "activation_function", "dense_plan", "ROWS_PER_CALL"]
 
 ROWS_PER_CALL = 16_384  # rows run through the layers at once: 256 + 128 wide layers hold 25 MB of them
 
@@ -49,6 +50,28 @@ ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
+_TOP_K = "top_k:"  # a TopK layer's step: "top_k:8" keeps each row's 8 largest values
+
+
+def _top_k(k: int) -> Callable[[np.ndarray], np.ndarray]:
+    def keep(v: np.ndarray) -> np.ndarray:
+        width = v.shape[1]
+        if k >= width:
+            return v
+        out = v.copy()  # the step's input may be another step's output
+        np.put_along_axis(out, np.argpartition(v, width - k, axis=1)[:, :width - k], 0, axis=1)
+        return out
+
+    return keep
+
+
+def activation_function(name: str | None) -> Callable[[np.ndarray], np.ndarray] | None:
+    """The numpy function of a step's activation name; None for a name no plan knows."""
+    if isinstance(name, str) and name.startswith(_TOP_K) and name[len(_TOP_K):].isdigit():
+        return _top_k(int(name[len(_TOP_K):]))
+    return ACTIVATIONS.get(name) if isinstance(name, str) else None
+
+
 def _activation_name(setting) -> str | None:
     """A built-in activation is saved as its name, a registered function as a dict naming it."""
     return setting.get("config") if isinstance(setting, dict) else setting
@@ -57,9 +80,11 @@ def _activation_name(setting) -> str | None:
 class DensePlan:
     """Callable like a Keras net on one numpy batch: float32 math, an array or a list of arrays out."""
 
-    def __init__(self, input_name: str, steps: list[tuple[str, str, np.ndarray, np.ndarray | None, str]],
+    def __init__(self, input_name: str, steps: list[tuple[str, str, np.ndarray | None, np.ndarray | None, str]],
                  outputs: list[str]):
+        """Steps are (name, source, kernel, bias, activation); a step without a kernel only applies its activation."""
         self.input_name, self.steps, self.outputs = input_name, steps, outputs
+        self._functions = [activation_function(step[4]) for step in steps]
 
     def __call__(self, x: np.ndarray) -> np.ndarray | list[np.ndarray]:
         if len(x) > ROWS_PER_CALL:  # every layer's output is held until the end: bound them by the rows
@@ -69,11 +94,11 @@ class DensePlan:
             return np.concatenate(parts)
         values = {self.input_name: np.asarray(x, dtype=np.float32)}
         with _one_blas_thread():
-            for name, source, kernel, bias, activation in self.steps:
-                out = values[source] @ kernel
+            for (name, source, kernel, bias, _), function in zip(self.steps, self._functions):
+                out = values[source] if kernel is None else values[source] @ kernel
                 if bias is not None:
                     out += bias
-                values[name] = ACTIVATIONS[activation](out)
+                values[name] = function(out)
         found = [values[name] for name in self.outputs]
         return found[0] if len(found) == 1 else found
 
@@ -120,12 +145,15 @@ def dense_plan(net) -> DensePlan | None:
             kind, name, settings = entry["class_name"], entry["name"], entry["config"]
             if kind == "InputLayer" and name == inputs[0]:
                 continue
-            activation = _activation_name(settings.get("activation"))
-            if kind != "Dense" or activation not in ACTIVATIONS or settings.get("lora_rank"):
-                return None
             nodes = entry.get("inbound_nodes") or []
             source = _history(list(nodes[0].get("args", []))) if len(nodes) == 1 and not nodes[0].get("kwargs") else None
             if source is None:
+                return None
+            if entry.get("registered_name") == "aeservice>TopK":  # the k-sparse code: no weights
+                steps.append((name, source, None, None, f"{_TOP_K}{int(settings['k'])}"))
+                continue
+            activation = _activation_name(settings.get("activation"))
+            if kind != "Dense" or activation not in ACTIVATIONS or settings.get("lora_rank"):
                 return None
             weights = [np.asarray(w, dtype=np.float32) for w in layers[name].get_weights()]
             kernel, bias = weights[0], (weights[1] if settings.get("use_bias", True) else None)
