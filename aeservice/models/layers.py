@@ -144,8 +144,8 @@ class SparsityPenalty(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="aeservice")
 class TopK(keras.layers.Layer):
-    """Keeps each row's k largest values and zeroes the rest: a k-sparse code (Makhzani & Frey 2013;
-    after a ReLU, the TopK code of Gao et al. 2024).
+    """Keeps each row's k values largest in size and zeroes the rest: a k-sparse code (Makhzani &
+    Frey 2013; after a ReLU, the k largest: the TopK code of Gao et al. 2024).
 
     The mask comes from the indices `top_k` returns, so a row has exactly k kept units even where
     values tie (after a ReLU, kept zeros stay zero: at most k nonzero). It carries no gradient: the
@@ -157,7 +157,7 @@ class TopK(keras.layers.Layer):
         self.k = int(k)
 
     def call(self, z):
-        _, kept = ops.top_k(z, self.k)
+        _, kept = ops.top_k(ops.abs(z), self.k)
         mask = ops.sum(ops.one_hot(kept, ops.shape(z)[-1], dtype=z.dtype), axis=-2)
         return z * ops.stop_gradient(mask)
 

@@ -50,7 +50,7 @@ ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
-_TOP_K = "top_k:"  # a TopK layer's step: "top_k:8" keeps each row's 8 largest values
+_TOP_K = "top_k:"  # a TopK layer's step: "top_k:8" keeps each row's 8 values largest in size
 
 
 def _top_k(k: int) -> Callable[[np.ndarray], np.ndarray]:
@@ -59,7 +59,7 @@ def _top_k(k: int) -> Callable[[np.ndarray], np.ndarray]:
         if k >= width:
             return v
         out = v.copy()  # the step's input may be another step's output
-        np.put_along_axis(out, np.argpartition(v, width - k, axis=1)[:, :width - k], 0, axis=1)
+        np.put_along_axis(out, np.argpartition(np.abs(v), width - k, axis=1)[:, :width - k], 0, axis=1)
         return out
 
     return keep
