@@ -61,6 +61,8 @@ def test_a_k_sparse_model_serves_on_numpy_before_and_after_saving(tmp_path):
     scaled = model.scaler_.transform(test)
     np.testing.assert_allclose(model.nets_.run("encoder", scaled), infer(model.encoder_, scaled), rtol=1e-4,
                                atol=1e-5)
+    assert (np.count_nonzero(model._sample_latent(50, np.random.default_rng(0)), axis=1) <= 2).all()
+    assert model.sample(5).shape == (5, test.shape[1])
     loaded = MODELS["sparse"].load(model.save(tmp_path / "model"))
     assert loaded.serves_on_numpy() and not loaded.nets_.is_deserialized("encoder")
     np.testing.assert_allclose(loaded.encode(test), codes, rtol=1e-5, atol=1e-6)

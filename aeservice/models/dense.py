@@ -165,6 +165,16 @@ class SparseAutoencoder(DenseAutoencoder):
         finally:
             self._linear_build = False
 
+    def _sample_latent(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """The mixture's draws, made k-sparse as the encoder's codes are: the decoder saw no others."""
+        from aeservice.models.plan import activation_function
+
+        z = super()._sample_latent(n, rng)
+        k = self.k_
+        if not 0 < k < self.latent_dim_:
+            return z
+        return activation_function(f"top_k:{k}")(np.maximum(z, 0) if self.code_activation == "relu" else z)
+
     def evaluation_metrics(self, x: np.ndarray, seed: int = 0) -> dict[str, float]:
         """The code's sparsity on these rows (`code_metrics`)."""
         return code_metrics(self.encode(x))
