@@ -131,3 +131,12 @@ def test_the_importance_sampled_nll_of_a_linear_gaussian_vae_meets_the_exact_lik
     assert "nll" in model.evaluation_metrics(rows)
     model.config = dataclasses.replace(model.config, nll_samples=0)
     assert set(model.evaluation_metrics(rows)) == {"elbo"}
+
+
+def test_tune_can_minimise_the_nll_of_a_vae_only():
+    from aeservice.tuning.objective import objective_spec
+
+    spec = objective_spec("test_nll", "vae")
+    assert spec.direction == "minimize" and spec.signal({"val_recon": 3.0, "val_kl": 1.5}) == 4.5
+    with pytest.raises(UserError, match="objective val_nll is not logged by model ae"):
+        objective_spec("val_nll", "ae")
