@@ -158,6 +158,10 @@ class SparseAutoencoder(DenseAutoencoder):
         k = self.k_
         return TopK(k, name="top_k")(code) if 0 < k < self.latent_dim_ else code
 
+    def _fit(self, x_train, x_val, callbacks, verbose):
+        self.__dict__.pop("kept_", None)  # a refit's nets are k-sparse again until the linear model wins
+        super()._fit(x_train, x_val, callbacks, verbose)
+
     def _linear_nets(self, x_train):
         self._linear_build = True
         try:
