@@ -169,8 +169,8 @@ def _markdown_report(experiment: str, rows: list[Row], all_runs: bool, n_candida
         f"# Comparison of experiment `{experiment}`",
         "",
         f"{when}: {n_candidates} finished training runs; shown: {chosen}, sorted by {metric} within each "
-        "data set. Errors are in the data's own units on each run's held-out rows; test_elbo is the "
-        "VAE's (nats per row); `-` means the value does not apply to that kind.",
+        "data set. Errors are in the data's own units on each run's held-out rows; test_elbo and "
+        "test_nll are the VAE's (nats per row; docs/codes.md); `-` means the value does not apply to that kind.",
         "",
         to_markdown(rows),
     ]

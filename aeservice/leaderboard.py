@@ -19,19 +19,22 @@ from aeservice.models import MODELS  # the classes only: Keras is not imported w
 __all__ = ["METRICS", "PARAMS", "COLUMNS", "Row", "kind_params", "make_row", "rank", "format_table", "to_markdown",
            "to_csv"]
 
-# Every kind's metrics, then the test_ value of each kind's own (`extra_metrics`: the VAE's test_elbo).
+# Every kind's metrics, then the test_ value of each kind's own (`extra_metrics`: the VAE's test_elbo
+# and test_nll, the sparse AE's code sparsity).
 # Runs trained on labelled outliers add test_roc_auc and test_average_precision (the others are blank).
 METRICS = ("val_mse", "test_mse", "explained_variance",
            *dict.fromkeys(f"test_{name}" for model in MODELS.values() for name in model.extra_metrics),
            "test_roc_auc", "test_average_precision")
-LOWER_IS_BETTER = ("val_mse", "test_mse")  # every other metric ranks highest first
+# Every other metric ranks highest first; fewer active and dead code units rank first (sparser, all used).
+LOWER_IS_BETTER = ("val_mse", "test_mse", "test_nll", "test_code_l0", "test_code_dead_units")
 PARAMS = ("hidden", "epochs", "learning_rate", "beta", "l1", "sparsity_weight", "weight_decay")
 COLUMNS = ("kind", "dataset", "latent_dim", *METRICS, *PARAMS, "run_id")
 
 # Shorter headers for the terminal, where every column has to fit in one line.
 _SHORT = {"latent_dim": "latent", "explained_variance": "expl_var", "test_roc_auc": "roc_auc",
           "test_average_precision": "avg_prec", "learning_rate": "lr",
-          "sparsity_weight": "sparsity_w", "weight_decay": "w_decay"}
+          "sparsity_weight": "sparsity_w", "weight_decay": "w_decay", "test_nll": "nll", "test_code_l0": "l0",
+          "test_code_dead_units": "dead", "test_code_share_inactive": "inactive"}
 
 Row = dict[str, Any]
 

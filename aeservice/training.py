@@ -40,7 +40,7 @@ class Prepared:
 @dataclass
 class TrainResult:
     model: Autoencoder
-    metrics: dict[str, float]  # val_mse, test_mse, explained_variance (+ val_elbo, test_elbo for the VAE)
+    metrics: dict[str, float]  # val_mse, test_mse, explained_variance (+ the kind's val_/test_ extra_metrics)
     history: dict[str, list[float]]
 
 

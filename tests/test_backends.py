@@ -92,3 +92,22 @@ def test_a_model_trained_here_serves_on_the_other_backend(tracking_uri, tmp_path
     assert f"model loaded (Keras backend {OTHER}, " in log.read_text()
     np.testing.assert_allclose(answers["encode"], result.model.encode(x), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(answers["reconstruct"], result.model.reconstruct(x), rtol=1e-4, atol=1e-4)
+
+
+
+def test_a_k_sparse_code_trains_on_the_other_backend_and_its_plan_matches(tracking_uri, tmp_path):
+    """TopK (top_k, one_hot) in a training graph of the other backend, saved, loaded and planned there."""
+    code = ("import numpy as np\nfrom aeservice.models.keras_base import infer, keras_module\n"
+            "from aeservice.models.layers import TopK\nfrom aeservice.models.plan import dense_plan\n"
+            "keras = keras_module()\nrows = np.random.default_rng(0).standard_normal((64, 6)).astype('float32')\n"
+            "x = keras.Input((6,), name='x')\nz = TopK(2, name='top_k')(keras.layers.Dense(8, 'relu', name='code')(x))\n"
+            "net = keras.Model(x, keras.layers.Dense(6, name='out')(z))\nnet.compile('adam', 'mse')\n"
+            "net.fit(rows, rows, epochs=2, batch_size=16, verbose=0)\n"
+            f"keras.Model(x, z).save({str(tmp_path / 'encoder.keras')!r})\n"
+            f"encoder = keras.saving.load_model({str(tmp_path / 'encoder.keras')!r})\n"
+            "codes = infer(encoder, rows)\nassert (np.count_nonzero(codes, axis=1) <= 2).all()\n"
+            "assert np.allclose(dense_plan(encoder)(rows), codes, atol=1e-5)\nprint(keras.backend.backend())")
+    out = subprocess.run([sys.executable, "-c", code], env=_env(tracking_uri, OTHER), capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-1] == OTHER

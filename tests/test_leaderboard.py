@@ -46,8 +46,9 @@ def test_the_tables_show_blanks_as_dashes_and_the_csv_keeps_full_precision():
     table = format_table(rows).splitlines()
     assert table[0].split()[:5] == ["kind", "dataset", "latent", "val_mse", "test_mse"]
     assert table[2].split()[:4] == ["vae", "digits", "2", "0.1235"] and table[2].split()[-1] == "r1"
-    # test_elbo, the two detection metrics (no outlier labels) and every setting of a PCA
-    assert table[3].split().count("-") == 3 + len(PARAMS)
+    # every kind's own metrics (test_elbo, ...), the two detection metrics (no outlier labels) and every
+    # setting of a PCA
+    assert table[3].split().count("-") == len(METRICS) - 3 + len(PARAMS)
     md = to_markdown(rows).splitlines()
     assert md[0] == "| " + " | ".join(COLUMNS) + " |" and md[1].startswith("|---|---|---:|")
     assert "| 0.001 |" in md[2] and md[3].startswith("| pca | digits | 2 | 0.3 | 0.4 | 0.5 | - |")

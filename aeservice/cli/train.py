@@ -42,8 +42,9 @@ def train(quiet: bool, **options: Any) -> None:
     """Train one model and log it to MLflow as one run.
 
     The run gets the whole config as parameters, per-epoch loss curves, the final val_mse,
-    test_mse and explained_variance (test_elbo for the VAE), plots, and a pyfunc model that
-    serves encode / decode / reconstruct / sample / score. MLflow logging runs in a forked
+    test_mse and explained_variance (the VAE adds test_elbo and test_nll, the sparse AE its
+    code's sparsity), plots, and a pyfunc model that serves encode / decode / reconstruct /
+    sample / score. MLflow logging runs in a forked
     worker on the other core (AESERVICE_TRACKING_WORKER=0: in-process); the last lines say
     where the time and memory went. Keras backend: KERAS_BACKEND if set, else JAX when installed.
     """

@@ -55,9 +55,9 @@ def _searchable(func: Callable) -> Callable:
 @click.option("--pruner", type=click.Choice(PRUNERS), default="median", show_default=True,
               help="Stop poor trials early, judged by their validation reconstruction each epoch.")
 @click.option("--objective", default="val_mse", show_default=True,
-              help="Metric to optimise: val_mse, test_mse, explained_variance, val_elbo / test_elbo (vae), "
-                   "test_roc_auc / test_average_precision (tuning on outlier labels: needs --label-column), "
-                   "or a per-epoch metric such as val_loss (its best epoch counts).")
+              help="Metric to optimise: val_mse, test_mse, explained_variance, val_elbo / test_elbo and "
+                   "val_nll / test_nll (vae), test_roc_auc / test_average_precision (tuning on outlier labels: "
+                   "needs --label-column), or a per-epoch metric such as val_loss (its best epoch counts).")
 @click.option("--direction", type=click.Choice(["auto", "minimize", "maximize"]), default="auto",
               show_default=True, help="auto: down for errors, up for explained_variance and the ELBO.")
 @click.option("--range", "ranges", multiple=True, metavar="NAME=LO,HI",

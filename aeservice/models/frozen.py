@@ -16,8 +16,8 @@ The files, in the model directory beside meta.json and state.npz:
         N_layout        JSON text: {"input": name, "outputs": [names],
                                     "steps": [[name, source, activation, has_bias], ...],
                                     "ops": {name: [op, params]}}  (ops: only non-Dense steps)
-        N_<i>_kernel    step i's kernel (float32; none for reshape, flatten, crop); N_<i>_bias its
-                        bias, if has_bias
+        N_<i>_kernel    step i's kernel (float32; none for reshape, flatten, crop, or a
+                        "top_k:<k>" activation); N_<i>_bias its bias, if has_bias
         N_probe         the probe batch the plan was checked on
         N_expected_<j>  the Keras net's j-th output on the probe
 
@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 
-from aeservice.models.plan import ACTIVATIONS, PLAN_OPS, DensePlan, dense_plan
+from aeservice.models.plan import PLAN_OPS, DensePlan, activation_function, dense_plan
 
 if TYPE_CHECKING:
     import keras
@@ -188,9 +188,8 @@ def _plan_arrays(plan: DensePlan, name: str) -> dict[str, np.ndarray]:
         layout["ops"] = {step: [op, params] for step, (op, params) in plan.ops.items()}
     arrays = {f"{name}_layout": np.array(json.dumps(layout))}
     for i, (_, _, kernel, bias, _) in enumerate(plan.steps):
-        if kernel is None:  # a layer that only moves values (reshape, flatten, crop)
-            continue
-        arrays[f"{name}_{i}_kernel"] = kernel
+        if kernel is not None:
+            arrays[f"{name}_{i}_kernel"] = kernel
         if bias is not None:
             arrays[f"{name}_{i}_bias"] = bias
     return arrays
@@ -203,10 +202,10 @@ def _plan_from(arrays: Mapping[str, np.ndarray], name: str) -> DensePlan | None:
         ops = {step: (op, params) for step, (op, params) in layout.get("ops", {}).items()}
         steps = []
         for i, (step, source, activation, has_bias) in enumerate(layout["steps"]):
-            if activation not in ACTIVATIONS or ops.get(step, ("dense",))[0] not in PLAN_OPS:
+            if activation_function(activation) is None or ops.get(step, ("dense",))[0] not in PLAN_OPS:
                 return None
             bias = np.asarray(arrays[f"{name}_{i}_bias"], dtype=np.float32) if has_bias else None
-            moves = ops.get(step, ("dense",))[0] in ("reshape", "flatten", "crop")
+            moves = ops.get(step, ("dense",))[0] in ("reshape", "flatten", "crop") or activation.startswith("top_k:")
             kernel = None if moves else np.asarray(arrays[f"{name}_{i}_kernel"], dtype=np.float32)
             steps.append((step, source, kernel, bias, activation))
         return DensePlan(layout["input"], steps, list(layout["outputs"]), ops)

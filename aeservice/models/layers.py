@@ -16,7 +16,7 @@ import aeservice.models.keras_patch  # noqa: F401  (TensorFlow stays unimported 
 
 __all__ = ["dense", "dense_stack", "conv", "conv_stack", "deconv_stack", "conv_grid", "image_dims",
            "gelu_tanh", "HostGlorotUniform", "HostZeros", "Sampling", "KLDivergence",
-           "ScheduledWeight", "SparsityPenalty", "MIN_VARIANCE", "gaussian_nll",
+           "ScheduledWeight", "SparsityPenalty", "TopK", "MIN_VARIANCE", "gaussian_nll",
            "bernoulli_nll", "mean_of_prediction"]
 
 _LOG_2PI = math.log(2 * math.pi)
@@ -199,6 +199,32 @@ class SparsityPenalty(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "l1": self.l1, "weight": self.weight, "target": self.target}
+
+
+@keras.saving.register_keras_serializable(package="aeservice")
+class TopK(keras.layers.Layer):
+    """Keeps each row's k values largest in size and zeroes the rest: a k-sparse code (Makhzani &
+    Frey 2013; after a ReLU, the k largest: the TopK code of Gao et al. 2024).
+
+    The mask comes from the indices `top_k` returns, so a row has exactly k kept units even where
+    values tie (after a ReLU, kept zeros stay zero: at most k nonzero). It carries no gradient: the
+    loss trains only the kept units. Exactly k at inference too, so a code is as sparse as in training.
+    """
+
+    def __init__(self, k: int = 1, **kwargs):
+        super().__init__(**kwargs)
+        self.k = int(k)
+
+    def call(self, z):
+        _, kept = ops.top_k(ops.abs(z), self.k)
+        mask = ops.sum(ops.one_hot(kept, ops.shape(z)[-1], dtype=z.dtype), axis=-2)
+        return z * ops.stop_gradient(mask)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "k": self.k}
 
 
 MIN_VARIANCE = 1e-6  # in standardized units: a floor, so exact fits do not divide by zero

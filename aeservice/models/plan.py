@@ -6,7 +6,8 @@ The serving fast path. Any Keras call costs a fixed ~0.4 ms (compiled `predict_o
 Dense layers as numpy take microseconds. The plan reads the net's structure from its public
 `get_config()` (the one .keras files store) and its weights from `get_weights()`, so it works
 on every Keras backend. Convolutions (3x3, stride 2, "same") run as one product per layer over
-each window (im2col); a net with any other kind of layer gets no plan. When a plan is used,
+each window (im2col), and the k-sparse code's TopK is a step with no kernel (activation
+"top_k:<k>"); a net with any other kind of layer gets no plan. When a plan is used,
 how it is checked, and how it is saved beside the .keras files so that a loaded model answers
 without Keras: aeservice.models.frozen.
 """
@@ -16,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["ACTIVATIONS", "DensePlan", "dense_plan", "ROWS_PER_CALL", "CONV_ROWS_PER_CALL", "PLAN_OPS"]
+__all__ = ["ACTIVATIONS", "DensePlan", "activation_function", "dense_plan", "ROWS_PER_CALL", "CONV_ROWS_PER_CALL", "PLAN_OPS"]
 
 ROWS_PER_CALL = 16_384  # rows run through the layers at once: 256 + 128 wide layers hold 25 MB of them
 
@@ -48,6 +49,28 @@ ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "elu": lambda v: np.where(v > 0, v, np.expm1(np.minimum(v, 0))),
     "silu": lambda v: v * 0.5 * (1 + np.tanh(0.5 * v)),
 }
+
+
+_TOP_K = "top_k:"  # a TopK layer's step: "top_k:8" keeps each row's 8 values largest in size
+
+
+def _top_k(k: int) -> Callable[[np.ndarray], np.ndarray]:
+    def keep(v: np.ndarray) -> np.ndarray:
+        width = v.shape[1]
+        if k >= width:
+            return v
+        out = v.copy()  # the step's input may be another step's output
+        np.put_along_axis(out, np.argpartition(np.abs(v), width - k, axis=1)[:, :width - k], 0, axis=1)
+        return out
+
+    return keep
+
+
+def activation_function(name: str | None) -> Callable[[np.ndarray], np.ndarray] | None:
+    """The numpy function of a step's activation name; None for a name no plan knows."""
+    if isinstance(name, str) and name.startswith(_TOP_K) and name[len(_TOP_K):].isdigit():
+        return _top_k(int(name[len(_TOP_K):]))
+    return ACTIVATIONS.get(name) if isinstance(name, str) else None
 
 
 def _activation_name(setting) -> str | None:
@@ -101,13 +124,15 @@ class DensePlan:
 
     Each step is (name, source, kernel, bias, activation): a Dense layer unless `ops` names it,
     as {name: (op, params)}: "conv" / "deconv" (params [stride]) with their kernel, or "reshape"
-    (params: the target shape), "flatten" or "crop" (params: the cropping) without one."""
+    (params: the target shape), "flatten" or "crop" (params: the cropping) without one. Any
+    other step without a kernel only applies its activation (the k-sparse code's top-k)."""
 
     def __init__(self, input_name: str, steps: list[tuple[str, str, np.ndarray | None, np.ndarray | None, str]],
                  outputs: list[str], ops: dict[str, tuple[str, list]] | None = None):
         self.input_name, self.steps, self.outputs, self.ops = input_name, steps, outputs, dict(ops or {})
         # Convolutions hold each row's maps and their windows: a few MB a row for 28x28 images.
         self.rows_per_call = CONV_ROWS_PER_CALL if self.ops else ROWS_PER_CALL
+        self._functions = [activation_function(step[4]) for step in steps]
 
     def __call__(self, x: np.ndarray) -> np.ndarray | list[np.ndarray]:
         step_rows = self.rows_per_call
@@ -118,11 +143,11 @@ class DensePlan:
             return np.concatenate(parts)
         values = {self.input_name: np.asarray(x, dtype=np.float32)}
         with _one_blas_thread():
-            for name, source, kernel, bias, activation in self.steps:
+            for (name, source, kernel, bias, _), function in zip(self.steps, self._functions):
                 op, params = self.ops.get(name, ("dense", []))
                 v = values[source]
                 if op == "dense":
-                    out = v @ kernel
+                    out = v if kernel is None else v @ kernel
                 elif op == "conv":
                     out = _conv(v, kernel, params[0])
                 elif op == "deconv":
@@ -132,7 +157,7 @@ class DensePlan:
                     continue
                 if bias is not None:
                     out += bias
-                values[name] = ACTIVATIONS[activation](out)
+                values[name] = function(out)
         found = [values[name] for name in self.outputs]
         return found[0] if len(found) == 1 else found
 
@@ -217,6 +242,9 @@ def dense_plan(net) -> DensePlan | None:
             source = _history(list(nodes[0].get("args", []))) if len(nodes) == 1 and not nodes[0].get("kwargs") else None
             if source is None:
                 return None
+            if entry.get("registered_name") == "aeservice>TopK":  # the k-sparse code: no weights
+                steps.append((name, source, None, None, f"{_TOP_K}{int(settings['k'])}"))
+                continue
             if kind in _SHAPE_LAYERS:
                 op, params = _SHAPE_LAYERS[kind](settings)
                 if op is None:
