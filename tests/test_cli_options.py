@@ -19,7 +19,7 @@ def test_the_shared_options_are_made_from_the_config_fields():
 
     fields = {f.name: f for part in (DataConfig, ModelConfig, TrainConfig) for f in dataclasses.fields(part)
               if "help" in f.metadata}
-    assert "val_fraction" not in fields and len(fields) == 26
+    assert "val_fraction" not in fields and len(fields) == 28
     for command in ("train", "tune"):
         params = {p.name: p for p in aeservice_command.commands[command].params}
         for name, f in fields.items():

@@ -73,12 +73,11 @@ def test_a_conv_model_fits_saves_without_pickles_and_answers_without_keras(kind,
     np.testing.assert_allclose(loaded.sample(5, seed=2), model.sample(5, seed=2), rtol=1e-5, atol=1e-6)
 
 
-def test_auto_arch_convolves_large_images_only():
+def test_auto_arch_is_dense_and_conv_needs_images_of_known_shape():
     config = ModelConfig(model="ae")
-    assert resolve_arch(config, "image", (28, 28)) == "conv"
-    assert resolve_arch(config, "image", (32, 32, 3)) == "conv"
-    assert resolve_arch(config, "image", (8, 8)) == "dense"
+    assert resolve_arch(config, "image", (28, 28)) == "dense"
     assert resolve_arch(config, "continuous", None) == "dense"
+    assert resolve_arch(ModelConfig(model="ae", arch="conv"), "image", (8, 8)) == "conv"
     assert resolve_arch(ModelConfig(model="ae", arch="dense"), "image", (28, 28)) == "dense"
     with pytest.raises(UserError, match="--arch conv needs images"):
         resolve_arch(ModelConfig(model="ae", arch="conv"), "continuous", None)
