@@ -49,10 +49,28 @@ def _work_in_a_temp_folder(tmp_path_factory):
 
 
 def small_config(kind: str, dataset: str = "digits", **model_kw) -> TrainConfig:
-    """Few epochs and a narrow net: enough to exercise every path in seconds."""
-    settings = dict(model=kind, epochs=3, hidden=(32,), batch_size=64, patience=0)
+    """Few epochs and a narrow net: enough to exercise every path in seconds. One fit: a few
+    epochs rarely beat PCA, and auto restarts would then make up to 4 (the linear model is kept)."""
+    settings = dict(model=kind, epochs=3, hidden=(32,), batch_size=64, patience=0, restarts=1)
     settings.update(model_kw)
     return TrainConfig(DataConfig(dataset=dataset), ModelConfig(**settings), experiment="pytest")
+
+
+@contextmanager
+def keeping_nets() -> Iterator[None]:
+    """Every fit keeps its net, even one that does not beat the linear model (PCA): for tests of
+    what happens to a net (registry comparisons, saved sizes, code sparsity) with few epochs."""
+    with pytest.MonkeyPatch.context() as patch:
+        from aeservice.models import keras_base
+
+        patch.setattr(keras_base, "clearly_negative", lambda values: True)
+        yield
+
+
+@pytest.fixture()
+def nets_kept():
+    with keeping_nets():
+        yield
 
 
 def tiny_tune_config(kind: str = "ae", epochs: int = 3, experiment: str = "tune-tests", **model_kw) -> TrainConfig:

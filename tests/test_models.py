@@ -195,7 +195,7 @@ def test_unknown_activation_and_negative_noise_are_user_errors():
         small_config("ae", input_noise=-0.1).validate()
 
 
-def test_a_model_keeps_the_sizes_it_resolved_through_save_and_load(tmp_path):
+def test_a_model_keeps_the_sizes_it_resolved_through_save_and_load(tmp_path, nets_kept):
     prepared = prepare(small_config("ae", hidden=None, batch_size=None))
     model = fit_and_evaluate(prepared).model
     assert model.sizes_ == prepared_sizes(prepared)  # what `train` announces before the fit

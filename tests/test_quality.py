@@ -77,7 +77,7 @@ def test_mixture_on_codes_finds_two_clusters_and_samples_them():
     np.testing.assert_allclose(drawn.std(axis=0), codes.std(axis=0), rtol=0.1)
 
 
-def test_sparse_code_has_exact_zeros_the_plain_code_lacks():
+def test_sparse_code_has_exact_zeros_the_plain_code_lacks(nets_kept):
     """Seed 002: the sparse AE's ReLU code with L1 switches units off (the benchmark: 0.30 of
     digits codes below 0.01 at latent 32, at 1.13x the plain AE's test MSE)."""
     shares = {}

@@ -143,7 +143,7 @@ print("RESULT" + json.dumps(out))
 
 def test_in_process_and_forked_tracking_log_the_same_run(tracking_uri, tmp_path):
     args = ["train", "--model", "vae", "--dataset", "digits", "--epochs", "3", "--hidden", "16", "--patience", "0",
-            "--experiment", "same"]
+            "--restarts", "1", "--experiment", "same"]
     spied, temp = tmp_path / "heavy.json", tmp_path / "tmp"
     temp.mkdir()
     stderr = {}
