@@ -11,6 +11,7 @@ split. Also printed: the sparse AE's code figures (L0, dead units, share of acti
     python scripts/benchmark_images.py                 # MNIST and digits, every kind, dense and conv, latent 2/16/32
     python scripts/benchmark_images.py --quick         # MNIST only: the cells the targets are judged on (~1 h)
     python scripts/benchmark_images.py --mnist DIR     # where t10k-images-idx3-ubyte.gz lies
+    python scripts/benchmark_images.py --quick --store S --reuse   # the table again from the runs in S
 
 Progress on stderr, the table on stdout, then a line per target. Runs go to a tracking store
 in a temporary folder (`--store` keeps them).
@@ -64,27 +65,44 @@ class Runner:
     def uri(self) -> str:
         return f"sqlite:///{self.store / 'mlflow.db'}"
 
-    def train(self, data: str, kind: str, latent: int, arch: str | None, test: np.ndarray, top: float) -> Result:
-        cmd = ["aeservice", "train", "--model", kind, "--dataset", data, "--latent-dim", str(latent),
-               "--experiment", "benchmark-images", "--quiet", *(["--arch", arch] if arch else [])]
-        env = {**os.environ, "MLFLOW_TRACKING_URI": self.uri}
-        start = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=self.store)
-        seconds = time.perf_counter() - start
-        if proc.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-1500:]}")
-        run_id = next(line.split()[1].rstrip(":") for line in proc.stdout.splitlines() if line.startswith("run "))
+    reuse: bool = False  # a finished run of the same settings in the store is scored again, not retrained
+
+    def _finished(self, data: str, kind: str, latent: int, arch: str | None):
         import mlflow
 
-        run = mlflow.MlflowClient(self.uri).get_run(run_id)
+        found = mlflow.MlflowClient(self.uri).search_runs(
+            [e.experiment_id for e in mlflow.MlflowClient(self.uri).search_experiments()],
+            f"params.dataset = '{data}' and params.model = '{kind}' and params.latent_dim = '{latent}' "
+            f"and params.arch = '{arch or 'auto'}' and attributes.status = 'FINISHED'",
+            order_by=["attributes.start_time DESC"], max_results=1)
+        return found[0] if found else None
+
+    def train(self, data: str, name: str, kind: str, latent: int, arch: str | None, test: np.ndarray,
+              top: float) -> Result:
+        import mlflow
+
+        run = self._finished(data, kind, latent, arch) if self.reuse else None
+        if run is not None:  # its wall time: the run's own, start to end
+            run_id, seconds = run.info.run_id, (run.info.end_time - run.info.start_time) / 1000
+        else:
+            cmd = ["aeservice", "train", "--model", kind, "--dataset", data, "--latent-dim", str(latent),
+                   "--experiment", "benchmark-images", "--quiet", *(["--arch", arch] if arch else [])]
+            env = {**os.environ, "MLFLOW_TRACKING_URI": self.uri}
+            start = time.perf_counter()
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=self.store)
+            seconds = time.perf_counter() - start
+            if proc.returncode != 0:
+                raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-1500:]}")
+            run_id = next(line.split()[1].rstrip(":") for line in proc.stdout.splitlines() if line.startswith("run "))
+            run = mlflow.MlflowClient(self.uri).get_run(run_id)
         mlflow.set_tracking_uri(self.uri)
         model = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
         rebuilt = np.asarray(model.predict(test, params={"method": "reconstruct"}), dtype=np.float64)
         mse = float(np.mean(((test - rebuilt) / top) ** 2))
         params = run.data.params
-        result = Result(Path(data).name.split(".")[0] if "/" in data else data, kind, arch or "auto", latent, mse,
-                        seconds, params.get("arch_used", "-"), params.get("kept", "-"), dict(run.data.metrics))
-        log(f"  {kind:6s} {result.data} latent {latent:2d} arch {arch or 'auto'} -> {result.arch_used}: "
+        result = Result(name, kind, arch or "auto", latent, mse, seconds, params.get("arch_used", "-"),
+                        params.get("kept", "-"), dict(run.data.metrics))
+        log(f"  {kind:6s} {name} latent {latent:2d} arch {arch or 'auto'} -> {result.arch_used}: "
             f"mse {mse:.5f}, {seconds:.0f} s")
         return result
 
@@ -149,13 +167,15 @@ def main() -> None:
                         help="MNIST only, the cells the targets are judged on, the other arch only for the AE at latent 16")
     parser.add_argument("--mnist", type=Path, default=DEFAULT_MNIST, help="folder with t10k-images-idx3-ubyte.gz")
     parser.add_argument("--store", type=Path, default=None, help="keep the tracking store here")
+    parser.add_argument("--reuse", action="store_true",
+                        help="score the latest finished run of each cell in --store again instead of training it")
     args = parser.parse_args()
     images = args.mnist / "t10k-images-idx3-ubyte.gz"
     if not images.is_file():
         sys.exit(f"no MNIST IDX file at {images} (give --mnist DIR)")
     store = args.store or Path(tempfile.mkdtemp(prefix="aeservice-images-"))
     store.mkdir(parents=True, exist_ok=True)
-    runner = Runner(store)
+    runner = Runner(store, reuse=args.reuse)
     mnist = "t10k-images"
     sets = [(str(images), mnist)] + ([] if args.quick else [("digits", "digits")])
     results: list[Result] = []
@@ -165,13 +185,13 @@ def main() -> None:
         test, top = test_rows(data)
         cells = [(k, lat) for k, lat in TARGET_CELLS] if args.quick else [(k, lat) for lat in LATENTS for k in KINDS]
         for latent in sorted({lat for _, lat in cells}):
-            pca[(name, latent)] = runner.train(data, "pca", latent, None, test, top).mse
+            pca[(name, latent)] = runner.train(data, name, "pca", latent, None, test, top).mse
         for kind, latent in cells:
-            default = runner.train(data, kind, latent, None, test, top)  # what auto picks, then the other arch
+            default = runner.train(data, name, kind, latent, None, test, top)  # what auto picks, then the other arch
             results.append(default)
             if not args.quick or (kind, latent) == ("ae", 16):  # quick: the other arch only where its cost is judged
                 other = next(a for a in ARCHS if a != default.arch_used)
-                results.append(runner.train(data, kind, latent, other, test, top))
+                results.append(runner.train(data, name, kind, latent, other, test, top))
     print(table(results, pca))
     print()
     for line in targets(results, pca, mnist):
