@@ -206,13 +206,7 @@ class VariationalAutoencoder(KerasAutoencoder):
         nll = np.zeros(len(x))
         for _ in range(draws):
             z = mean + np.exp(0.5 * log_var) * rng.standard_normal(mean.shape)
-            xh = self._decode(z)
-            if self.gaussian:
-                lv = self.decoder_log_var_
-                nll += 0.5 * np.sum((xs - xh) ** 2 * np.exp(-lv) + lv + np.log(2 * np.pi), axis=1)
-            else:
-                p = np.clip(xh, 1e-7, 1 - 1e-7)
-                nll += -np.sum(xs * np.log(p) + (1 - xs) * np.log(1 - p), axis=1)
+            nll -= self._log_likelihood(xs, self._decode(z))
         nll /= draws
         if self.gaussian:  # change of variables back to the user's units
             nll += np.sum(np.log(self.scaler_.scale_))
