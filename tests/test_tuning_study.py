@@ -10,6 +10,7 @@ import time
 
 import mlflow
 import optuna
+import pytest
 from conftest import BIN, REPO, child_runs, subprocess_env, tiny_tune_config
 
 from aeservice.tuning import TuneSettings, default_storage, search_space, tune
@@ -119,3 +120,19 @@ def test_studies_live_beside_the_mlflow_store_and_a_path_means_sqlite():
     assert default_storage("http://mlflow:5000") == "sqlite:///optuna.db"
     assert storage_url("runs/studies.db") == "sqlite:///runs/studies.db"
     assert storage_url("postgresql://u@db/optuna") == "postgresql://u@db/optuna"
+
+
+def test_a_study_another_worker_is_still_labelling_opens_and_a_clash_is_refused(tmp_path):
+    """Workers that start together race: one may load the study while another has written only
+    some of its attributes. The missing ones are written; one that differs is a one-line error."""
+    from aeservice.errors import UserError
+    from aeservice.tuning.study import open_study
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'race.db'}")
+    first = optuna.create_study(study_name="race", storage=storage, direction="minimize")
+    first.set_user_attr("model", "ae")  # the creating worker has not written dataset and objective yet
+    asked = {"model": "ae", "dataset": "curve3d", "objective": "val_mse"}
+    study = open_study("race", storage, "minimize", None, None, asked)
+    assert study.user_attrs == asked
+    with pytest.raises(UserError, match="dataset 'curve3d' \\(asked 'digits'\\)"):
+        open_study("race", storage, "minimize", None, None, {**asked, "dataset": "digits"})

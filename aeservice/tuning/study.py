@@ -210,14 +210,16 @@ def open_study(name: str, storage: optuna.storages.BaseStorage, direction: str, 
     study = optuna.create_study(study_name=name, storage=storage, direction=direction, sampler=sampler,
                                 pruner=pruner, load_if_exists=True)
     have = study.user_attrs
-    if not have:
-        for key, value in attrs.items():
-            study.set_user_attr(key, value)
-        return study
-    clash = [f"{k} {have.get(k)!r} (asked {attrs[k]!r})" for k in STUDY_ATTRS if k in attrs and have.get(k) != attrs[k]]
+    # A key not there yet is written now: workers that start together race to create the study,
+    # and one may load it while another is still writing its attributes one by one.
+    clash = [f"{k} {have[k]!r} (asked {attrs[k]!r})" for k in STUDY_ATTRS if k in attrs and k in have
+             and have[k] != attrs[k]]
     if study.direction.name.lower() != direction:
         clash.append(f"direction {study.direction.name.lower()} (asked {direction})")
     if clash:
         raise UserError(f"study {name!r} already exists with {', '.join(clash)}; "
                         "use another --study-name to start a new study")
+    for key, value in attrs.items():
+        if key not in have:
+            study.set_user_attr(key, value)
     return study
