@@ -14,11 +14,11 @@ from aeservice.sizes import Sizes, fit_sizes, resolve_sizes, unexplained_rms
 
 
 def test_sizes_left_at_auto_scale_with_the_training_rows():
-    """Issue 6: epoch cap and batch follow the rows; the benchmark's digits keep the sizes they
+    """Epoch cap and batch follow the rows; the benchmark's digits keep the sizes they
     were measured with. The width does not: narrower (few rows) and wider (many) measured no
     better (README, Quality)."""
     few, digits, many = (resolve_sizes(ModelConfig(), n) for n in (200, 1221, 100_000))
-    assert digits == Sizes((256, 128), 500, 64, "relu", 0.0, patience=30, kl_warmup=20, restarts=1,
+    assert digits == Sizes((256, 128), 500, 64, "relu", 0.0, patience=ModelConfig().patience, kl_warmup=20, restarts=1,
                             max_restarts=4)
     assert few.batch_size < digits.batch_size < many.batch_size
     assert few.hidden == digits.hidden == many.hidden
@@ -27,7 +27,7 @@ def test_sizes_left_at_auto_scale_with_the_training_rows():
 
 def test_explicit_sizes_win_over_the_rows():
     given = ModelConfig(model="ae", hidden=(8,), epochs=3, batch_size=7, activation="elu", input_noise=0.0)
-    assert resolve_sizes(given, 100_000, "image") == Sizes((8,), 3, 7, "elu", 0.0, 30, 20, 1, 4)
+    assert resolve_sizes(given, 100_000, "image") == Sizes((8,), 3, 7, "elu", 0.0, ModelConfig().patience, 20, 1, 4)
     assert resolve_sizes(ModelConfig(hidden=()), 100_000).hidden == ()  # "none": no hidden layer
     given = resolve_sizes(ModelConfig(restarts=2, patience=5, kl_warmup=0), 42)
     assert (given.restarts, given.max_restarts) == (2, 2)  # exactly the fits asked for
@@ -37,15 +37,15 @@ def test_small_data_gets_restarts_and_patience_in_steps_not_epochs():
     """42 training rows make 3 steps an epoch: patience and warm-up stretch to the steps 10-step
     epochs would give them, and several seeded fits are made; from 1000 rows up, one fit."""
     tiny, small, big = (resolve_sizes(ModelConfig(), n) for n in (42, 140, 1400))
-    assert (tiny.batch_size, tiny.patience, tiny.kl_warmup, tiny.restarts) == (16, 100, 67, 4)
-    assert small.patience * math.ceil(140 / small.batch_size) >= 30 * 10
-    assert (big.patience, big.kl_warmup, big.restarts) == (30, 20, 1)
+    assert (tiny.batch_size, tiny.patience, tiny.kl_warmup, tiny.restarts) == (16, 334, 67, 4)
+    assert small.patience * math.ceil(140 / small.batch_size) >= ModelConfig().patience * 10
+    assert (big.patience, big.kl_warmup, big.restarts) == (ModelConfig().patience, 20, 1)
     assert resolve_sizes(ModelConfig(patience=0), 42).patience == 0  # off stays off
 
 
 @pytest.mark.parametrize("kind, noise", [("ae", 0.14), ("sparse", 0.14), ("vae", 0.0), ("pca", 0.0)])
 def test_images_get_gelu_and_denoising_continuous_data_relu_without_noise(kind, noise):
-    """Issue 6: on digits, gelu + input noise took the AE from 0.71x/0.60x PCA's test MSE to
+    """On digits, gelu + input noise took the AE from 0.71x/0.60x PCA's test MSE to
     0.57x/0.50x at latent 2/10; on the 1-D curves gelu stayed near-linear (README, Quality)."""
     config, denoises = ModelConfig(model=kind), MODELS[kind].denoises_images  # the kind's class says
     image = resolve_sizes(config, 1221, "image", unexplained=0.2, denoises=denoises)
