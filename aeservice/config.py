@@ -107,7 +107,7 @@ class ModelConfig:
         "help": "VAE: weight of the KL term (1 = the true ELBO)."})
     # epochs of linear KL ramp (capped at epochs/2): escape posterior collapse
     kl_warmup: int = field(default=20, metadata={
-        "help": "VAE: epochs over which the KL weight ramps from 0 to beta (at most epochs/2)."})
+        "help": "VAE: epochs over which the KL weight ramps from 0 to beta (at most epochs/2); on small data, {pace}."})
     # L1 on the (ReLU) code per unit and row: 30% zeros at 1.13x the AE's MSE on digits (docs/benchmarks.md)
     l1: float = field(default=1e-4, metadata={
         "help": "sparse: L1 weight on the code activations."})
@@ -133,10 +133,11 @@ class ModelConfig:
         "help": "L2 penalty on all kernels."})
     # epochs without val_loss gain before stopping (lr halves after a third of them); 0 disables.
     # 100, not 30: a few hundred validation rows are a noisy judge, and 30 stopped fits that were
-    # still gaining (two Gaussians, 1000 rows, AE: median 0.470x PCA against 0.532x; docs/benchmarks.md)
+    # still gaining (two Gaussians, 1000 rows, AE: median 0.470x PCA against 0.532x; docs/benchmarks.md).
+    # Counted in epochs even when they are short (aeservice.sizes: 60 rows get 300 steps).
     patience: int = field(default=100, metadata={
         "help": "Stop after this many epochs without val_loss improvement and restore the best weights; 0 turns "
-                "early stopping off. On small data, where an epoch has few steps, {pace} (this and --kl-warmup)."})
+                "early stopping off."})
     # restarts: None (auto) follows the training rows (aeservice.sizes): small data gets several
     # seeded fits, the best kept on validation, since one fit of a few dozen rows often stalls.
     restarts: int | None = field(default=None, metadata={

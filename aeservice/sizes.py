@@ -1,6 +1,6 @@
 """What a fit uses for each network setting the user leaves at auto.
 
-Width, epoch cap, batch size, restarts and the step pace of patience follow the training rows,
+Width, epoch cap, batch size, restarts and the step pace of the KL warm-up follow the training rows,
 one rule for every data set; the hidden activation and input noise follow the data kind. The
 figures behind each constant are in docs/benchmarks.md, measured with scripts/sweep_quality.py
 and scripts/benchmark_quality.py.
@@ -45,11 +45,13 @@ CONV_FILTERS = (32, 64)
 # error for 8.7x the time (docs/images.md). `--arch conv` is a word away where that is worth it
 # (a GPU); a rule that convolves by default must pay for itself first.
 AUTO_ARCH = "dense"
-# Patience, the learning-rate plateau and the KL warm-up are counted in epochs, but what they
-# need is gradient steps: with 60 rows an epoch is 3 steps, so 30 epochs of patience gave a net
-# 90 steps to improve where 1000 rows gave it 330, and small fits stopped while still climbing
-# out of their start. An epoch of fewer than PACE_STEPS steps therefore counts as a fraction:
-# the counts grow until they span the steps they would at PACE_STEPS steps per epoch.
+# The KL warm-up is counted in epochs, but what it needs is gradient steps: with 60 rows an
+# epoch is 3 steps, and 20 epochs of warm-up would be over in 60 steps where 1000 rows get 220.
+# An epoch of fewer than PACE_STEPS steps therefore counts as a fraction of one. Patience does
+# not stretch: its default (100 epochs, ModelConfig) already gives 60 rows the 300 steps that
+# were measured to let small fits climb out of their start, and stretched further it let nets
+# fit 42 rows until one that lost to PCA on new rows passed the check on 9 validation rows
+# (curve3d, 60 rows, seed 0: 1.22x PCA; docs/benchmarks.md).
 PACE_STEPS = 10  # steps per epoch of 1000 rows' training part (700 rows, batch 64: 11)
 # Seeded restarts: about RESTART_ROWS / training rows fits (at most MAX_RESTARTS), the one with
 # the best validation loss kept; a fit of 42 or 140 rows fails on a third of the seeds or more,
@@ -69,7 +71,7 @@ class Sizes:
     batch_size: int
     activation: str = CONTINUOUS_ACTIVATION  # models saved before it was a setting used relu
     input_noise: float = 0.0
-    patience: int = 0  # in epochs of these rows (see PACE_STEPS); 0: no early stopping
+    patience: int = 0  # epochs; 0: no early stopping
     kl_warmup: int = 0
     restarts: int = 1  # fits always made
     max_restarts: int = 1  # fits made while none beats the linear model (see KerasAutoencoder._fit)
@@ -121,9 +123,9 @@ def resolve_sizes(config: ModelConfig, n_rows: int, data_kind: str = "continuous
     noise = config.input_noise
     if noise is None:
         noise = round(NOISE_PER_UNEXPLAINED * unexplained, 4) if denoises and image else 0.0
-    pace = max(1.0, PACE_STEPS / steps)  # epochs that make one epoch's worth of steps
+    pace = max(1.0, PACE_STEPS / steps)  # epochs that make one epoch's worth of steps (the KL warm-up)
     restarts = config.restarts or int(min(MAX_RESTARTS, max(1, round(RESTART_ROWS / max(n_rows, 1)))))
-    return Sizes(hidden, epochs, batch, activation, float(noise), math.ceil(config.patience * pace),
+    return Sizes(hidden, epochs, batch, activation, float(noise), config.patience,
                  math.ceil(config.kl_warmup * pace), restarts, config.restarts or MAX_RESTARTS, arch)
 
 

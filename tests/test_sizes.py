@@ -33,12 +33,14 @@ def test_explicit_sizes_win_over_the_rows():
     assert (given.restarts, given.max_restarts) == (2, 2)  # exactly the fits asked for
 
 
-def test_small_data_gets_restarts_and_patience_in_steps_not_epochs():
-    """42 training rows make 3 steps an epoch: patience and warm-up stretch to the steps 10-step
-    epochs would give them, and several seeded fits are made; from 1000 rows up, one fit."""
+def test_small_data_gets_restarts_and_a_warm_up_in_steps_not_epochs():
+    """42 training rows make 3 steps an epoch: the warm-up stretches to the steps 10-step epochs
+    would give it, and several seeded fits are made; from 1000 rows up, one fit. Patience counts
+    epochs at any size: 100 of them are the 300 steps small fits need."""
     tiny, small, big = (resolve_sizes(ModelConfig(), n) for n in (42, 140, 1400))
-    assert (tiny.batch_size, tiny.patience, tiny.kl_warmup, tiny.restarts) == (16, 334, 67, 4)
-    assert small.patience * math.ceil(140 / small.batch_size) >= ModelConfig().patience * 10
+    assert (tiny.batch_size, tiny.patience, tiny.kl_warmup, tiny.restarts) == (16, 100, 67, 4)
+    assert small.patience == big.patience == ModelConfig().patience
+    assert tiny.patience * math.ceil(42 / tiny.batch_size) >= 300
     assert (big.patience, big.kl_warmup, big.restarts) == (ModelConfig().patience, 20, 1)
     assert resolve_sizes(ModelConfig(patience=0), 42).patience == 0  # off stays off
 
