@@ -114,7 +114,7 @@ def used_params(model: Autoencoder) -> dict[str, Any]:
                     epochs_trained=len(model.history_.get("loss", [])),  # every fit's, restarts included
                     batch_size_used=sizes.batch_size, activation_used=sizes.activation,
                     input_noise_used=sizes.input_noise, patience_used=sizes.patience,
-                    restarts_used=len(getattr(model, "restart_scores_", ())) or sizes.restarts)  # fits made
+                    restarts_used=len(getattr(model, "restart_scores_", [None] * sizes.restarts)))  # fits made
         used.update(model.used_settings())  # the VAE: kl_warmup_used
         if getattr(model, "kept_", None):  # which fit won on validation: "restart N" or "linear"
             used["kept"] = model.kept_

@@ -24,7 +24,7 @@ def test_help_and_datasets():
 
 
 def test_divergence_marks_the_run_failed(tracking_uri):
-    result = CliRunner().invoke(aeservice_command, ["train", "--model", "ae", "--dataset", "normal1d", "--epochs", "5",
+    result = CliRunner().invoke(aeservice_command, ["train", "--model", "ae", "--dataset", "curve3d", "--epochs", "5",
                                        "--patience", "0", "--learning-rate", "1e12", "--experiment", "cli"])
     assert result.exit_code == 1, result.output
     assert "training diverged" in result.output
@@ -33,7 +33,7 @@ def test_divergence_marks_the_run_failed(tracking_uri):
 
 def test_train_command_in_a_real_process_logs_through_the_tracking_worker(tracking_uri, tmp_path):
     # hidden and batch size left at auto: chosen from the rows, said on stderr and logged as *_used
-    proc = train_process(tracking_uri, tmp_path, "--model", "sparse", "--dataset", "scurve", "--epochs", "2",
+    proc = train_process(tracking_uri, tmp_path, "--model", "sparse", "--dataset", "curve3d", "--epochs", "2",
                           "--patience", "0", "--experiment", "cli")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "epoch 2/8" in proc.stderr and "test_mse" in proc.stdout  # 2 epochs a fit, at most 4 fits
@@ -57,17 +57,17 @@ def test_train_command_in_a_real_process_logs_through_the_tracking_worker(tracki
     assert steps == list(range(2 * int(params["restarts_used"])))  # fits one after another: one running count
     plots = {f.path for f in client.list_artifacts(run.info.run_id, "plots")}
     assert "plots/latent_space.png" in plots and len(plots) == 5
-    assert run.inputs.dataset_inputs[0].dataset.name == "scurve"
+    assert run.inputs.dataset_inputs[0].dataset.name == "curve3d"
     assert params["epochs_trained"] == str(len(steps))
     # the run's page, with MLflow 3's UI switched to model training
     assert (f"ui: http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
             "?workflowType=machine_learning") in proc.stdout.splitlines()
     model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
-    assert model.predict(np.zeros((3, 2)), params={"method": "encode"}).shape == (3, 2)
+    assert model.predict(np.zeros((3, 3)), params={"method": "encode"}).shape == (3, 2)
 
 
 def test_divergence_in_a_real_process_marks_the_run_failed(tracking_uri, tmp_path):
-    proc = train_process(tracking_uri, tmp_path, "--model", "ae", "--dataset", "normal1d", "--epochs", "5",
+    proc = train_process(tracking_uri, tmp_path, "--model", "ae", "--dataset", "curve3d", "--epochs", "5",
                           "--patience", "0", "--learning-rate", "1e12", "--experiment", "cli")
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith("Error: training diverged")

@@ -12,7 +12,7 @@ from aeservice.config import DataConfig, ModelConfig, TrainConfig
 from aeservice.data import synthetic
 from aeservice.models.layers import gaussian_nll
 from aeservice.models.mixture import fit_mixture, sample_mixture
-from aeservice.training import fit_and_evaluate, fit_rows, prepare
+from aeservice.training import fit_and_evaluate, fit_rows, prepare, used_params
 
 
 def _defaults(kind: str, dataset: str, latent_dim: int, **model_kw) -> TrainConfig:
@@ -174,3 +174,14 @@ def test_a_gain_counts_only_beyond_its_standard_error():
     assert clearly_negative([-1.0, -1.1, -0.9])
     assert not clearly_negative([-1.0, 1.0, -0.2])  # mean -0.07, standard error 0.58
     assert not clearly_negative([0.01, 0.02]) and clearly_negative([-0.5])
+
+
+def test_data_the_code_holds_exactly_fits_no_net():
+    """One feature and a code of one: PCA reconstructs every row exactly, no net could beat it,
+    so none is fitted (it took 4 restarts to the epoch cap), and the run says so."""
+    for kind in ("ae", "vae"):
+        result = fit_and_evaluate(prepare(_defaults(kind, "normal1d", 1)))
+        model = result.model
+        assert (model.kept_, model.restart_scores_, result.history) == ("linear", [], {})
+        assert used_params(model)["restarts_used"] == 0 and used_params(model)["epochs_trained"] == 0
+        assert result.metrics["test_mse"] < 1e-6

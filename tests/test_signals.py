@@ -21,7 +21,7 @@ from aeservice.tracking.messages import REASON_TAG
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process table in /proc")
 
 # Small data and a cap of epochs it never reaches: still training when the signal comes.
-TRAIN = ["train", "--model", "ae", "--dataset", "scurve", "--n-samples", "200", "--epochs", "100000",
+TRAIN = ["train", "--model", "ae", "--dataset", "scurve", "--n-samples", "200", "--latent-dim", "1", "--epochs", "100000",
          "--patience", "0", "--hidden", "16", "--experiment", "signals", "--quiet"]
 
 

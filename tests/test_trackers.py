@@ -69,7 +69,7 @@ def test_no_artifacts_means_no_model_and_no_figures():
 
 def test_a_failure_ends_the_messages_with_failed():
     recorder = Recorder()
-    config = small_config("ae", dataset="normal1d", epochs=5, learning_rate=1e12)
+    config = small_config("ae", dataset="curve3d", epochs=5, learning_rate=1e12)
     with pytest.raises(UserError, match="training diverged"):
         train_tracked(prepare(config), recorder)
     assert _kinds(recorder.messages)[:2] == ["RunStarted", "Setup"]

@@ -87,6 +87,12 @@ def train(quiet: bool, **options: Any) -> None:
         link = ui_link(run_id)
     metrics = "  ".join(f"{k} {v:.5g}" for k, v in result.metrics.items())
     click.echo(f"run {run_id}: {metrics}")
+    kept = getattr(result.model, "kept_", None)
+    if kept and not quiet:  # which fit the run kept (param `kept`)
+        why = {"linear": " (no net beat it beyond one standard error on validation and training rows)"}
+        if kept == "linear" and getattr(result.model, "restart_scores_", None) == []:
+            why["linear"] = " (it reconstructs the rows exactly: no net fitted)"
+        click.echo(f"kept: {'the linear model' if kept == 'linear' else kept}{why.get(kept, '')}", err=True)
     click.echo(f"model: runs:/{run_id}/model")
     if link:  # for a local store, the page `mlflow ui` serves
         click.echo(f"ui: {link}")

@@ -277,8 +277,9 @@ def all_figures(model: Autoencoder, history: dict, dataset: Dataset, split: Spli
     """file name -> figure, for every plot a run logs, drawn from at most `FIGURE_ROWS` rows of
     each part (`figure_rows`): a million rows take no longer to draw than a few thousand."""
     split = figure_rows(split, seed)
+    curves = {f"{PLOTS_FOLDER}/loss_curves.png": loss_curves(history)} if history.get("loss") else {}  # no fit made
     return {
-        f"{PLOTS_FOLDER}/loss_curves.png": loss_curves(history),
+        **curves,
         f"{PLOTS_FOLDER}/latent_space.png": latent_space(model, split, dataset.categorical_labels),
         f"{PLOTS_FOLDER}/latent_sweep.png": latent_sweep(model, dataset, split),
         f"{PLOTS_FOLDER}/reconstructions.png": reconstructions(model, dataset, split),
