@@ -186,9 +186,8 @@ class KerasAutoencoder(Autoencoder):
         xt_check = xt[:_CHECK_ROWS]
         linear_train_errors = _row_errors(*linear, xt_check)
         if exact_reconstruction(xt_check, linear_errors, linear_train_errors):  # the code holds every dimension
-            self.restart_scores_, self.kept_, self.encoder_, self.decoder_ = [], "linear", *linear
-            self.sizes_ = dataclasses.replace(self.sizes_, hidden=(), arch="dense")
-            self.freeze()
+            self.restart_scores_ = []
+            self._keep("linear", *linear)
             return
         scores: list[float] = []
         best: tuple[float, int, object, object] | None = None
@@ -212,14 +211,17 @@ class KerasAutoencoder(Autoencoder):
             raise DivergedError(f"training diverged: loss became {where}; try a smaller --learning-rate or --beta")
         self.restart_scores_ = scores
         if beats:
-            self.kept_ = f"restart {best[1]}"
-            self.encoder_, self.decoder_ = best[2], best[3]
+            self._keep(f"restart {best[1]}", best[2], best[3])
         else:
-            self.kept_ = "linear"
-            self.encoder_, self.decoder_ = linear
+            self._keep("linear", *linear)
+
+    def _keep(self, kept: str, encoder, decoder) -> None:
+        """Make these nets the model's (the linear model's have no hidden layer), then freeze:
+        everything after training (metrics, mixture, plots, the logged model's check) is
+        inference on arrays of many shapes, and plans need no per-shape compile (JAX: ~0.08 s each)."""
+        self.kept_, self.encoder_, self.decoder_ = kept, encoder, decoder
+        if kept == "linear":
             self.sizes_ = dataclasses.replace(self.sizes_, hidden=(), arch="dense")
-        # Everything after training (metrics, mixture, plots, the logged model's check) is
-        # inference on arrays of many shapes; plans need no per-shape compile (JAX: ~0.08 s each).
         self.freeze()
 
     def _train_once(self, xt: np.ndarray, xv: np.ndarray, callbacks: list[EpochCallback], verbose: int,
