@@ -16,7 +16,9 @@ def test_search_space_table_and_defaults():
     assert "beta" in search_space("vae", 64) and "beta" not in search_space("ae", 64)
     assert {"l1", "sparsity_weight", "sparsity_target"} <= set(search_space("sparse", 64))
     assert list(search_space("pca", 3)) == ["latent_dim"]
-    assert search_space("ae", 3)["latent_dim"].high == 3 and search_space("ae", 64)["latent_dim"].high == 32
+    # a code as wide as the features is no compression; one feature still gets a code of one
+    assert search_space("ae", 3)["latent_dim"].high == 2 and search_space("ae", 1)["latent_dim"].high == 1
+    assert search_space("ae", 64)["latent_dim"].high == 32
     assert "latent_dim" not in search_space("ae", 64, fixed=("latent_dim",))
     assert not {"hidden_width", "hidden_depth"} & set(search_space("ae", 64, fixed=("hidden",)))
     narrowed = search_space("vae", 64, ranges=parse_ranges(["beta=0.1,1;latent-dim=2,8"]))

@@ -49,7 +49,7 @@ class Searched(NamedTuple):
 
 
 # The code size, searched by every kind. 32 is the top because larger codes stop being a compression
-# of the data sets this service is for; tune also caps it at the feature count and `max_latent_dim`.
+# of the data sets this service is for; tune also keeps it below the feature count and within `max_latent_dim`.
 LATENT_SEARCH = Searched("latent_dim", 1, 32, log=True, integer=True, minimum=1)
 
 

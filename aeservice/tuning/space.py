@@ -73,8 +73,8 @@ def search_space(kind: str, n_features: int, fixed: Sequence[str] = (),
     """The params searched for `kind` on data with `n_features`, minus `fixed` options, with `ranges` applied.
 
     `fixed` holds option names (`latent_dim`, `hidden`, `beta`, ...); `ranges` maps searched names
-    to (low, high). latent_dim's default top is at most the feature count and the kind's
-    `max_latent_dim` for `n_rows` training rows (None: the rows set no bound). Raises UserError
+    to (low, high). latent_dim's default top is below the feature count (at least 1) and at most
+    the kind's `max_latent_dim` for `n_rows` training rows (None: the rows set no bound). Raises UserError
     for a range on a name the kind does not search, that is fixed, or that passes that bound.
     """
     if kind not in MODELS:
@@ -90,7 +90,8 @@ def search_space(kind: str, n_features: int, fixed: Sequence[str] = (),
     for spec in model.search:
         param = Param.of(spec)
         if spec.name == "latent_dim":
-            high = max(1, int(min(spec.high, n_features, spec.high if bound is None else bound)))
+            # a code as wide as the rows is no compression: PCA is exact there and wins every study
+            high = max(1, int(min(spec.high, n_features - 1, spec.high if bound is None else bound)))
             param = dataclasses.replace(param, high=high, log=high >= 8)
         if spec.name not in removed:
             space[spec.name] = param

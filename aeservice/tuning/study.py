@@ -117,10 +117,13 @@ _CREATE_ATTEMPTS = 4
 
 
 def _is_creation_race(exc: Exception) -> bool:
-    """Workers started together on a new storage race to create its tables; the loser retries."""
+    """Workers started together on a new storage race to create its tables; the loser retries
+    (PostgreSQL refuses the second CREATE TABLE as a ProgrammingError: "relation ... already exists")."""
     import sqlalchemy.exc
 
-    return isinstance(exc, (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError))
+    if isinstance(exc, (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError)):
+        return True
+    return isinstance(exc, sqlalchemy.exc.ProgrammingError) and "already exists" in str(exc)
 
 
 def _trial_seed(seed: int, number: int) -> int:
