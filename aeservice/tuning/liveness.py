@@ -111,10 +111,22 @@ def end_stale_runs(study, experiment_id: str, grace: float, now: float | None = 
         elif HEARTBEAT_TAG in tags and now - float(tags[HEARTBEAT_TAG]) > grace:
             reason = STALE_WORKER
         if reason:
-            client.set_tag(run.info.run_id, REASON_TAG, reason)
-            client.set_terminated(run.info.run_id, "FAILED")
+            try:
+                _end_failed(client, run.info.run_id, reason)
+            except mlflow.exceptions.MlflowException:
+                # Survivors end the same stale run at once, and the tag's insert of one loses the
+                # race (PostgreSQL: a duplicate key). Done by the other unless still RUNNING.
+                time.sleep(0.5)
+                if client.get_run(run.info.run_id).info.status != "RUNNING":
+                    continue
+                _end_failed(client, run.info.run_id, reason)
             ended.append(run.info.run_id)
     return ended
+
+
+def _end_failed(client, run_id: str, reason: str) -> None:
+    client.set_tag(run_id, REASON_TAG, reason)
+    client.set_terminated(run_id, "FAILED")
 
 
 def fail_unrecorded(parent_run_id: str, told: set[int]) -> list[str]:
