@@ -11,7 +11,7 @@ from aeservice.cli.errors import user_errors
 from aeservice.cli.options import config_from_options, train_options
 from aeservice.models import MODELS
 from aeservice.progress import progress_printer
-from aeservice.timing import phase, summary
+from aeservice.timing import peak_memory_mb, phase, summary
 
 __all__ = ["train", "datasets"]
 
@@ -100,11 +100,9 @@ def train(quiet: bool, **options: Any) -> None:
         click.echo(f"time: {summary(_PHASES)}", err=True)
         if worker_time:
             click.echo(f"tracking worker time (in parallel): {worker_time}", err=True)
-        try:
-            import resource  # POSIX only
-        except ImportError:
-            return
-        click.echo(f"peak memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB{peak}", err=True)
+        own = peak_memory_mb()
+        if own is not None:
+            click.echo(f"peak memory: {own:.0f} MB{peak}", err=True)
 
 
 @click.command()

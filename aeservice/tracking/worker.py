@@ -35,7 +35,7 @@ from typing import Any, Callable, Sequence
 from aeservice.config import TrainConfig
 from aeservice.errors import UserError
 from aeservice.signals import raise_terminated
-from aeservice.timing import phase, phases
+from aeservice.timing import peak_memory_mb, phase, phases
 from aeservice.tracking.messages import Epoch, Failed, Finished, Message
 
 __all__ = ["available", "train_in_parallel", "TrackingWorker"]
@@ -273,9 +273,7 @@ def _serve(conn, trainer_end, trainer: int) -> None:
                 return
             if isinstance(message, Finished):
                 break
-        import resource  # POSIX, as fork is
-
-        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak_mb = peak_memory_mb() or 0.0
         link = ""
         with contextlib.suppress(Exception):  # only a convenience: the run is logged whatever this says
             link = ui_link(tracker.run_id)
