@@ -76,3 +76,26 @@ def test_a_model_not_fitted_has_no_nets():
     with pytest.raises(KeyError, match="neither fitted nor loaded"):
         model.nets_.keras_net("encoder")
     assert model.freeze() == {"encoder_": False, "decoder_": False}
+
+
+def test_a_plan_switches_blas_to_one_thread_only_for_more_than_a_few_rows(monkeypatch):
+    """The switch costs more than a served one-row request's products: few rows skip it."""
+    from aeservice.models import plan
+
+    nets = _nets()
+    nets.freeze()
+    switches = []
+
+    class Counting:
+        def __enter__(self):
+            switches.append(1)
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(plan, "_one_blas_thread", Counting)
+    few = np.repeat(X, 2, axis=0)[: plan.SINGLE_THREAD_ROWS]
+    np.testing.assert_allclose(nets.run("encoder", few), infer(nets.keras_net("encoder"), few), rtol=1e-5, atol=1e-6)
+    assert switches == []
+    nets.run("encoder", np.repeat(X, 3, axis=0))  # 21 rows
+    assert switches == [1]

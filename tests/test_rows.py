@@ -4,6 +4,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -205,3 +206,20 @@ def test_progress_lines_show_rows_per_second_and_time_left():
     first, second = out.getvalue().splitlines()
     assert first == "epoch 1/10  loss 0.5  (123,456 rows/s, at most 3m20s left)"
     assert second == "epoch 2/10  loss 0.4"
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="VmHWM is Linux's")
+def test_peak_memory_is_the_process_own_not_its_parents():
+    """A child of a process that held 600 MB reports its own peak, not the parent's (getrusage's
+    ru_maxrss, which survives exec, would)."""
+    parent = (
+        "import subprocess, sys, numpy as np\n"
+        "held = np.ones(600 * 2**20 // 8)\n"
+        "child = 'import resource; from aeservice.timing import peak_memory_mb; '"
+        " 'print(peak_memory_mb(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)'\n"
+        "print(subprocess.run([sys.executable, '-c', child], capture_output=True, text=True, check=True).stdout)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True, check=True).stdout
+    own, inherited = map(float, out.split())
+    assert inherited > 600  # what the old number was
+    assert own < 300, out

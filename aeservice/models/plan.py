@@ -13,6 +13,7 @@ without Keras: aeservice.models.frozen.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Callable
 
 import numpy as np
@@ -142,7 +143,7 @@ class DensePlan:
                 return [np.concatenate(column) for column in zip(*parts)]
             return np.concatenate(parts)
         values = {self.input_name: np.asarray(x, dtype=np.float32)}
-        with _one_blas_thread():
+        with _one_blas_thread() if len(x) > SINGLE_THREAD_ROWS else contextlib.nullcontext():
             for (name, source, kernel, bias, _), function in zip(self.steps, self._functions):
                 op, params = self.ops.get(name, ("dense", []))
                 v = values[source]
@@ -167,6 +168,10 @@ PLAN_OPS = ("dense", "conv", "deconv", "reshape", "flatten", "crop")
 
 
 _BLAS = None
+# Up to this many rows the products are too small for BLAS to split across threads, so the
+# switch to one thread (threadpoolctl, about 40 us with its restore) is skipped: it was a fifth of
+# a served 1-row `score` (two plan calls), and a served model spends its time in such requests.
+SINGLE_THREAD_ROWS = 16
 
 
 def _one_blas_thread():
