@@ -131,7 +131,15 @@ def pyod_scores(name: str, train: np.ndarray, test: np.ndarray, seed: int) -> di
         log(f"PyOD AutoEncoder unavailable: {exc}")
     out = {}
     for label, make in detectors.items():
-        out[label] = make().fit(train_n).decision_function(test_n)
+        try:
+            scores = make().fit(train_n).decision_function(test_n)
+        except ValueError as exc:  # PyOD's PCA divides by the zero variance of constant columns (arrhythmia)
+            log(f"PyOD {label} failed on {name} split {seed}: {exc}")
+            continue
+        if np.isfinite(scores).all():
+            out[label] = scores
+        else:
+            log(f"PyOD {label} gave non-finite scores on {name} split {seed}")
     return out
 
 
